@@ -1,16 +1,18 @@
 """Maximum-likelihood shifted-surge parameters from rollouts (spec section 5).
 
-Model of one rollout of a query: with probability ``a`` it is a *solving* run whose length is
-``tau + Gamma(2, beta)``; otherwise it never produces a correct answer. A rollout that finished
-correct at length ``L`` contributes ``a * f(L)`` to the likelihood, one that finished wrong
-``1 - a``, and one cut at its cap ``C`` (censored) ``1 - a * G(beta * (C - tau))`` (either not
-solving, or solving but longer than ``C``). ``U(b) = a * G(beta * (b - tau))`` is then exactly the
-probability of a correct answer under a cap of ``b``.
+Model of one rollout of a query run under a cap of ``C`` tokens: with probability ``a`` it is a
+*solving* run whose length is ``tau + Gamma(2, beta)``; otherwise it never produces a correct
+answer. What a rollout shows is its outcome *at its cap*: correct at length ``L <= C``
+(likelihood ``a * f(L)``), or no correct answer within ``C`` tokens (``1 - a * G(beta (C - tau))``,
+whether it finished wrong or was cut). ``U(b) = a * G(beta * (b - tau))`` is then exactly the
+probability of a correct answer under a cap of ``b``. (A wrong answer says a little more: it
+would stay wrong under any cap. Using it would need a model of how long failing runs are, and a
+wrong model of those biases ``a``; the outcome at the cap needs none.)
 
-Without censoring the likelihood separates: ``a = #correct / n`` and ``(tau, beta)`` maximise the
-shifted-Gamma likelihood of the correct lengths; for a fixed ``tau`` below the shortest,
-``beta = 2 / (mean L - tau)``, and ``tau`` is found by profiling. With censoring all three are
-fitted jointly by L-BFGS-B on the exact gradient, vectorised over queries.
+Without caps (every rollout ran to completion) the likelihood separates: ``a = #correct / n``
+and ``(tau, beta)`` maximise the shifted-Gamma likelihood of the correct lengths; for a fixed
+``tau`` below the shortest, ``beta = 2 / (mean L - tau)``, and ``tau`` is found by profiling. With
+caps all three are fitted jointly by L-BFGS-B on the exact gradient, vectorised over queries.
 
 Identifiability: a query with fewer than two distinct correct lengths has no finite
 per-query MLE of the shape (the likelihood grows without bound as ``tau`` approaches its one
@@ -51,9 +53,13 @@ class SurgeParameters:
 @dataclass(frozen=True)
 class _Rollouts:
     length: NDArray[np.float64]
-    good: NDArray[np.bool_]  # finished correct
-    bad: NDArray[np.bool_]  # finished wrong
-    cens: NDArray[np.bool_]  # cut at its cap
+    good: NDArray[np.bool_]  # correct within its cap
+    fail: NDArray[np.bool_]  # no correct answer within its cap
+    cap: NDArray[np.float64]  # tokens (inf: ran to completion)
+
+    @property
+    def capped(self) -> bool:
+        return bool(np.isfinite(self.cap[self.fail]).any())
 
     @property
     def n_good(self) -> NDArray[np.float64]:
@@ -71,7 +77,7 @@ class _Rollouts:
         return (self.n_good >= 2) & (hi > lo)
 
 
-def _prepare(lengths, correct, censored, valid) -> _Rollouts:
+def _prepare(lengths, correct, caps, valid) -> _Rollouts:
     length = float_array("lengths", lengths, low=0.0)
     if length.ndim == 1:
         length = length[None, :]
@@ -79,27 +85,30 @@ def _prepare(lengths, correct, censored, valid) -> _Rollouts:
         raise ValueError(f"lengths must have shape (n_queries, n_rollouts); got {length.shape}")
     shape = length.shape
 
-    def mask(name: str, value: ArrayLike | None, default: bool) -> NDArray[np.bool_]:
-        if value is None:
-            return np.full(shape, default)
+    def shaped(name: str, value: ArrayLike) -> NDArray:
         arr = np.asarray(value)
-        if arr.shape != shape and arr.shape != shape[1:]:
+        if arr.shape != shape and arr.shape != shape[1:] and arr.ndim != 0:
             raise ValueError(f"{name} must have the shape of lengths {shape}; got {arr.shape}")
-        return np.broadcast_to(arr, shape).astype(bool)
+        return np.broadcast_to(arr, shape)
 
-    ok = mask("valid", valid, True)
-    cens = mask("censored", censored, False) & ok
-    good = mask("correct", correct, False) & ok & ~cens
+    ok = np.ones(shape, bool) if valid is None else shaped("valid", valid).astype(bool)
+    good = shaped("correct", correct).astype(bool) & ok
+    if caps is None:
+        cap = np.full(shape, np.inf)
+    else:
+        cap = shaped("caps", float_array("caps", caps, low=0.0, low_open=True, allow_inf=True))
+        if np.any(good & (length > cap)):
+            raise ValueError("lengths of correct rollouts must be <= their caps")
     if good.any() and np.any(length[good] <= 0):
         raise ValueError("lengths of correct rollouts must be > 0 tokens")
-    return _Rollouts(length, good, ok & ~cens & ~good, cens)
+    return _Rollouts(length, good, ok & ~good, np.asarray(cap, dtype=np.float64))
 
 
 def fit_shifted_surge(
     lengths: ArrayLike,
     correct: ArrayLike,
     *,
-    censored: ArrayLike | None = None,
+    caps: ArrayLike | None = None,
     valid: ArrayLike | None = None,
     rate: Literal["per_query", "shared"] = "per_query",
 ) -> SurgeParameters:
@@ -107,17 +116,19 @@ def fit_shifted_surge(
 
     Args:
         lengths: tokens generated per rollout, shape ``(n_queries, n_rollouts)``.
-        correct: the rollout finished with a correct answer.
-        censored: the rollout was cut at its cap, so its length is a lower bound (optional).
+        correct: the rollout produced a correct answer within its cap.
+        caps: the cap (tokens, > 0, ``inf`` allowed) each rollout ran under; without it
+            every rollout is taken as run to completion (the closed form).
         valid: False marks padding in ragged data (optional).
         rate: ``"per_query"`` (one ``beta`` per query) or ``"shared"`` (one for all).
     """
     if rate not in ("per_query", "shared"):
         raise ValueError(f"rate must be 'per_query' or 'shared'; got {rate!r}")
-    data = _prepare(lengths, correct, censored, valid)
+    data = _prepare(lengths, correct, caps, valid)
     n = data.length.shape[0]
+    seen = data.good | data.fail
+    longest = np.where(seen, data.length, 0.0).max(axis=1)
     if not data.good.any():
-        longest = np.where(data.good | data.bad | data.cens, data.length, 0.0).max(axis=1)
         return SurgeParameters(np.zeros(n), longest, np.full(n, 1e-3), np.zeros(n))
     tau_shared, beta_shared = _fit_shape_shared(data)
     if rate == "shared":
@@ -126,12 +137,11 @@ def fit_shifted_surge(
         tau, beta = _fit_shape_per_query(data)
         fallback = ~data.identifiable
         tau, beta = np.where(fallback, tau_shared, tau), np.where(fallback, beta_shared, beta)
-    n_obs = (data.good | data.bad | data.cens).sum(axis=1)
+    n_obs = seen.sum(axis=1)
     a = np.where(n_obs > 0, data.n_good / np.maximum(n_obs, 1), 0.0)
-    if data.cens.any():
-        a, tau, beta = _fit_censored(data, a, tau, beta, shared=(rate == "shared"))
+    if data.capped:
+        a, tau, beta = _fit_capped(data, a, tau, beta, shared=(rate == "shared"))
     never = data.n_good == 0
-    longest = np.where(data.good | data.bad | data.cens, data.length, 0.0).max(axis=1)
     a = np.where(never, 0.0, a)
     tau = np.where(never, longest, tau)
     return SurgeParameters(a, tau, beta, _log_likelihood(data, a, tau, beta))
@@ -206,21 +216,19 @@ def _fit_shape_shared(data: _Rollouts) -> tuple[NDArray[np.float64], float]:
     return tau, float(beta)
 
 
-# -- censored joint fit ---------------------------------------------------------------------------
+# -- joint fit with caps ---------------------------------------------------------------------------
 def _log_likelihood(data: _Rollouts, a, tau, beta) -> NDArray[np.float64]:
     a, tau, beta = (np.asarray(v, dtype=np.float64)[:, None] for v in (a, tau, beta))
     u = data.length - tau
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         good = (np.log(np.maximum(a, _TINY)) + 2 * np.log(beta)
                 + np.log(np.maximum(u, _TINY)) - beta * u)
-        bad = np.log(np.maximum(1.0 - a, _TINY))
-        cens = np.log(np.maximum(1.0 - a * gamma2_cdf(beta * u), _TINY))
-    total = np.where(data.good, good, 0.0) + np.where(data.bad, bad, 0.0)
-    return (total + np.where(data.cens, cens, 0.0)).sum(axis=1)
+        fail = np.log(np.maximum(1.0 - a * gamma2_cdf(beta * (data.cap - tau)), _TINY))
+    return (np.where(data.good, good, 0.0) + np.where(data.fail, fail, 0.0)).sum(axis=1)
 
 
-def _fit_censored(data: _Rollouts, a0, tau0, beta0, *, shared: bool):
-    """Joint ``(a, tau, beta)`` by L-BFGS-B on the exact gradient; starts at the uncensored fit.
+def _fit_capped(data: _Rollouts, a0, tau0, beta0, *, shared: bool):
+    """Joint ``(a, tau, beta)`` by L-BFGS-B on the exact gradient; starts at the closed form.
 
     Parameters are unconstrained: ``a = expit(alpha)``, ``beta = exp(gamma)``,
     ``tau = L_min * expit(theta)`` (``tau`` must stay below the shortest correct length).
@@ -242,27 +250,29 @@ def _fit_censored(data: _Rollouts, a0, tau0, beta0, *, shared: bool):
         gamma = np.full(n, x[2 * n]) if shared else x[2 * n :]
         return expit(alpha), span * expit(theta), np.exp(gamma)
 
-    good, bad, cens = data.good, data.bad, data.cens
+    good, fail = data.good, data.fail
+    # Rollouts that ran to completion: x = inf, G = 1, and G's derivatives vanish.
+    excess_cap = np.where(np.isfinite(data.cap), data.cap, 0.0)
 
     def objective(x):
         a, tau, beta = unpack(x)
         A, T, B = a[:, None], tau[:, None], beta[:, None]
         u = data.length - T
         up = np.maximum(u, _TINY)
-        y = np.maximum(B * u, 0.0)
+        xc = np.maximum(excess_cap - T, 0.0)  # tokens of the cap past the threshold
+        y = np.where(np.isfinite(data.cap), B * xc, np.inf)
         G = gamma2_cdf(y)
-        dens = y * np.exp(-y)  # dG/dy
+        dens = np.where(np.isfinite(y), y * np.exp(-np.minimum(y, 700.0)), 0.0)  # dG/dy
         surv = np.maximum(1.0 - A * G, _TINY)
-        ll = (np.where(good, np.log(np.maximum(A, _TINY)) + 2 * np.log(B) + np.log(up) - B * u, 0.0)
-              + np.where(bad, np.log(np.maximum(1.0 - A, _TINY)), 0.0)
-              + np.where(cens, np.log(surv), 0.0)).sum()
+        ll = (np.where(good, np.log(np.maximum(A, _TINY)) + 2 * np.log(B) + np.log(up) - B * u,
+                       0.0)
+              + np.where(fail, np.log(surv), 0.0)).sum()
         d_a = (np.where(good, 1.0 / np.maximum(A, _TINY), 0.0)
-               - np.where(bad, 1.0 / np.maximum(1.0 - A, _TINY), 0.0)
-               - np.where(cens, G / surv, 0.0)).sum(axis=1)
+               - np.where(fail, G / surv, 0.0)).sum(axis=1)
         d_beta = (np.where(good, 2.0 / B - u, 0.0)
-                  - np.where(cens, A * dens * np.maximum(u, 0.0) / surv, 0.0)).sum(axis=1)
+                  - np.where(fail, A * dens * xc / surv, 0.0)).sum(axis=1)
         d_tau = (np.where(good, -1.0 / up + B, 0.0)
-                 + np.where(cens, A * dens * B / surv, 0.0)).sum(axis=1)
+                 + np.where(fail & (xc > 0), A * dens * B / surv, 0.0)).sum(axis=1)
         s = tau / span
         g_alpha = d_a * a * (1 - a)
         g_theta = d_tau * span * s * (1 - s)

@@ -102,7 +102,7 @@ class ShiftedSurge:
         lengths: ArrayLike,
         correct: ArrayLike,
         *,
-        censored: ArrayLike | None = None,
+        caps: ArrayLike | None = None,
         valid: ArrayLike | None = None,
         rate: Literal["per_query", "shared"] = "per_query",
     ) -> ShiftedSurge:
@@ -110,9 +110,9 @@ class ShiftedSurge:
 
         Args:
             lengths: generated tokens of each rollout, shape ``(n_queries, n_rollouts)``.
-            correct: the rollout finished with a correct answer.
-            censored: the rollout was cut at its cap (its length is only a lower bound).
-                Without it, every rollout is taken as finished (the spec's closed form).
+            correct: the rollout produced a correct answer within its cap.
+            caps: the cap (tokens) each rollout ran under. Without it, every rollout is taken
+                as run to completion (the spec's closed form).
             valid: False marks padding in ragged data.
             rate: ``"per_query"`` fits ``beta`` per row; ``"shared"`` one ``beta`` for all rows.
 
@@ -120,7 +120,7 @@ class ShiftedSurge:
         """
         from .fitting import fit_shifted_surge
 
-        params = fit_shifted_surge(lengths, correct, censored=censored, valid=valid, rate=rate)
+        params = fit_shifted_surge(lengths, correct, caps=caps, valid=valid, rate=rate)
         return cls(params.ceiling, params.threshold, params.rate)
 
     # -- the curve ---------------------------------------------------------------------------

@@ -94,6 +94,7 @@ class ItemRollouts:
         correct: the run finished and was graded correct (padding: False). An answer found in
             a run cut at its cap is not counted: its outcome under a larger cap is unknown.
         censored: the run was cut at its cap, so its length is only a lower bound.
+        cap: the cap (tokens) each run ran under (padding: 1).
         valid: False on padding.
     """
 
@@ -102,6 +103,7 @@ class ItemRollouts:
     length: NDArray[np.float64]
     correct: NDArray[np.bool_]
     censored: NDArray[np.bool_]
+    cap: NDArray[np.float64]
     valid: NDArray[np.bool_]
 
     def __len__(self) -> int:
@@ -170,5 +172,6 @@ def item_rollouts(table: SweepTable, model: str) -> ItemRollouts:
         length=padded(runs.length, 0.0, np.float64),
         correct=padded(runs.correct & ~runs.reached_cap, False, bool),
         censored=padded(runs.reached_cap, False, bool),
+        cap=padded(runs.cap, 1.0, np.float64),
         valid=padded(np.ones(len(runs), dtype=bool), False, bool),
     )

@@ -7,8 +7,8 @@ know, and every allocation is scored on the true curves:
 
 - ``clear (true curves)``, ``oracle``, ``greedy``, ``proportional``: per-item true curves
   (``proportional`` splits by each item's true emergence threshold);
-- ``clear (fitted surge)``: per-item shifted-surge curves fitted by censored maximum
-  likelihood on the same runs: what the parametric family costs;
+- ``clear (fitted surge)``: per-item shifted-surge curves fitted by maximum likelihood on the
+  same runs (each run's outcome at its cap): what the parametric family costs;
 - ``clear (per kind)``: no per-item information at all. Each benchmark (task kind) gets one
   curve learned on *other* items: items are split at random into halves per kind, the curve
   learned on one half allocates the other, averaged over many splits. (Learning each item's
@@ -83,7 +83,7 @@ def item_curves(model: str, table: SweepTable | None = None) -> ItemCurves:
     truth = EmpiricalCurve.from_rollouts(
         runs.length, runs.correct, grid, censored=runs.censored, valid=runs.valid
     )
-    fitted = ShiftedSurge.fit(runs.length, runs.correct, censored=runs.censored, valid=runs.valid)
+    fitted = ShiftedSurge.fit(runs.length, runs.correct, caps=runs.cap, valid=runs.valid)
     return ItemCurves(model, runs.benchmark, grid, truth, fitted)
 
 
