@@ -159,17 +159,17 @@ def provider_settings(
     limit = facts.max_output_tokens
     cap = min(budget, limit) if limit is not None else budget
     reserve = max(answer_floor_tokens, math.ceil(cap * answer_share))
-    family, kwargs, thinking, effort = _decide(facts, cap, reserve)
+    decision = _decide(facts, cap, reserve)
     return ProviderSettings(
         model=model,
-        family=family,
+        family=decision.family,
         budget_tokens=budget,
         output_cap_tokens=cap,
-        thinking_budget_tokens=thinking,
-        reasoning_effort=effort,
+        thinking_budget_tokens=decision.thinking,
+        reasoning_effort=decision.effort,
         clipped=cap < budget,
         model_max_output_tokens=limit,
-        kwargs=kwargs,
+        kwargs=decision.kwargs,
     )
 
 
@@ -186,41 +186,50 @@ def effort_for_budget(budget_tokens: int, *, minimal_supported: bool = True) -> 
     raise ValueError(f"budget_tokens must be >= 1, got {budget_tokens}")
 
 
-def _decide(
-    facts: _ModelFacts, cap: int, reserve: int
-) -> tuple[Family, dict[str, Any], int | None, Effort | None]:
-    """Apply the decision table: (family, kwargs, thinking budget, effort)."""
+@dataclass(frozen=True)
+class _Decision:
+    family: Family
+    kwargs: dict[str, Any]
+    thinking: int | None = None
+    effort: Effort | None = None
+
+
+def _decide(facts: _ModelFacts, cap: int, reserve: int) -> _Decision:
+    """Apply the decision table to a model and a cap (tokens)."""
     name, provider = facts.name.lower(), facts.provider
     if not facts.supports_reasoning:
-        return "plain", {"max_tokens": cap}, None, None
+        return _Decision("plain", {"max_tokens": cap})
 
     if provider in ("openai", "azure") and _OPENAI_REASONING.match(name) and "chat" not in name:
         effort = effort_for_budget(cap, minimal_supported=facts.supports_minimal_effort)
-        return "openai_reasoning", {"max_completion_tokens": cap, "reasoning_effort": effort}, None, effort
+        kwargs = {"max_completion_tokens": cap, "reasoning_effort": effort}
+        return _Decision("openai_reasoning", kwargs, effort=effort)
 
     if provider == "anthropic" or "claude" in name:
         if facts.adaptive_only:
             # Anthropic's adaptive effort levels start at "low".
             effort = effort_for_budget(cap, minimal_supported=False)
-            return "anthropic_adaptive", {"max_tokens": cap, "reasoning_effort": effort}, None, effort
+            kwargs = {"max_tokens": cap, "reasoning_effort": effort}
+            return _Decision("anthropic_adaptive", kwargs, effort=effort)
         thinking = cap - reserve
         if thinking < ANTHROPIC_MIN_THINKING_TOKENS:
-            return "anthropic_thinking", {"max_tokens": cap}, None, None
+            return _Decision("anthropic_thinking", {"max_tokens": cap})
         kwargs = {"max_tokens": cap, "thinking": {"type": "enabled", "budget_tokens": thinking}}
-        return "anthropic_thinking", kwargs, thinking, None
+        return _Decision("anthropic_thinking", kwargs, thinking=thinking)
 
     gemini_version = _gemini_version(name)
     if gemini_version is not None and gemini_version >= 3:
         effort = effort_for_budget(cap, minimal_supported=facts.supports_minimal_effort)
-        return "gemini_thinking_level", {"max_tokens": cap, "reasoning_effort": effort}, None, effort
+        kwargs = {"max_tokens": cap, "reasoning_effort": effort}
+        return _Decision("gemini_thinking_level", kwargs, effort=effort)
     if gemini_version is not None and gemini_version >= 2.5:
         span = _gemini_range(name)
         if span is not None:
             thinking = _clamp_gemini_thinking(cap - reserve, span)
             kwargs = {"max_tokens": cap, "thinking": {"type": "enabled", "budget_tokens": thinking}}
-            return "gemini_thinking_budget", kwargs, thinking, None
+            return _Decision("gemini_thinking_budget", kwargs, thinking=thinking)
 
-    return "plain", {"max_tokens": cap}, None, None
+    return _Decision("plain", {"max_tokens": cap})
 
 
 _OPENAI_REASONING = re.compile(r"^(o\d|gpt-5)")

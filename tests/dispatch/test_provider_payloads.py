@@ -49,12 +49,20 @@ def test_openai_o_series(recorder: RecordingServer) -> None:
 
 def test_openai_gpt5_minimal_effort(recorder: RecordingServer) -> None:
     _, body = _send(recorder, "openai/gpt-5-mini", 800)
-    assert body == {"model": "gpt-5-mini", "max_completion_tokens": 800, "reasoning_effort": "minimal"}
+    assert body == {
+        "model": "gpt-5-mini",
+        "max_completion_tokens": 800,
+        "reasoning_effort": "minimal",
+    }
 
 
 def test_openai_clipped_to_model_limit(recorder: RecordingServer) -> None:
     _, body = _send(recorder, "openai/o3-mini", 250_000)
-    assert body == {"model": "o3-mini", "max_completion_tokens": 100_000, "reasoning_effort": "high"}
+    assert body == {
+        "model": "o3-mini",
+        "max_completion_tokens": 100_000,
+        "reasoning_effort": "high",
+    }
 
 
 def test_anthropic_extended_thinking(recorder: RecordingServer) -> None:

@@ -74,7 +74,10 @@ def test_adaptive_only_claude_gets_an_effort_not_a_budget() -> None:
 
 def test_claude_46_still_takes_a_legacy_thinking_budget() -> None:
     got = provider_settings("anthropic/claude-sonnet-4-6", 8000)
-    assert got.kwargs == {"max_tokens": 8000, "thinking": {"type": "enabled", "budget_tokens": 6000}}
+    assert got.kwargs == {
+        "max_tokens": 8000,
+        "thinking": {"type": "enabled", "budget_tokens": 6000},
+    }
 
 
 @pytest.mark.parametrize(
@@ -142,7 +145,9 @@ def test_gemini_3_gets_an_effort_level() -> None:
         ("hosted_vllm/qwen3-1.7b", 3000, 3000, None),
     ],
 )
-def test_everything_else_gets_max_tokens(model: str, budget: int, cap: int, limit: int | None) -> None:
+def test_everything_else_gets_max_tokens(
+    model: str, budget: int, cap: int, limit: int | None
+) -> None:
     got = provider_settings(model, budget)
     assert got.family == "plain"
     assert got.kwargs == {"max_tokens": cap}
