@@ -155,7 +155,10 @@ class SimulatorServer:
         self._release.clear()
         self._httpd = _HTTPServer(self._address, _Handler, self)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="clear-simulator", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # how long stop() waits for the loop to notice
+            name="clear-simulator",
+            daemon=True,
         )
         self._thread.start()
         return self
