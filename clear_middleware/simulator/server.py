@@ -277,6 +277,14 @@ class SimulatorServer:
         with self._lock:
             self._log.append(served)
 
+    def _amend(self, seq: int, **changes: Any) -> None:
+        """Correct the logged entry of request ``seq`` (gone if the log was cleared since)."""
+        with self._lock:
+            for index in range(len(self._log) - 1, -1, -1):
+                if self._log[index].seq == seq:
+                    self._log[index] = dataclasses.replace(self._log[index], **changes)
+                    return
+
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
             if add:
@@ -335,10 +343,12 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model") if isinstance(body, dict) else None
         model = model if isinstance(model, str) else None
         fault_kind = fault.kind if fault else None
+        # Each outcome is logged before the client can see the end of its response, so a
+        # client that has its answer always finds it in ``requests``.
         if fault is not None and fault.kind == "error":
+            sim._record(ServedRequest(seq, fault.status, fault="error", model=model))
             message = {"error": {"message": "injected fault", "type": "server_error"}}
             self._send_json(fault.status, message)
-            sim._record(ServedRequest(seq, fault.status, fault="error", model=model))
             return
         if fault is not None and fault.kind == "hang":
             sim._release.wait()
@@ -354,8 +364,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise protocol.RequestError(400, "request body is not valid JSON")
             request = protocol.parse_request(body, sim.catalog)
         except protocol.RequestError as err:
-            self._send_bytes(err.status, err.body(), "application/json")
             sim._record(ServedRequest(seq, err.status, fault=fault_kind, model=model))
+            self._send_bytes(err.status, err.body(), "application/json")
             return
         plan = sim.catalog.plan(
             request.sweep_model,
@@ -365,34 +375,36 @@ class _Handler(BaseHTTPRequestHandler):
             already=request.already,
             prefer_run_id=request.prefer_run_id,
         )
+        served = _served(seq, request, plan, fault_kind, streamed=request.stream)
         if request.stream:
-            served = self._stream(seq, request, plan)
+            self._stream(served, request, plan)
         else:
-            served = self._reply(seq, request, plan)
-        sim._record(_with_fault(served, fault_kind))
+            self._reply(served, request, plan)
 
     # -- replies ---------------------------------------------------------------------------
 
-    def _reply(self, seq: int, request: protocol.SimRequest, plan: ReplayPlan) -> ServedRequest:
+    def _reply(self, served: ServedRequest, request: protocol.SimRequest, plan: ReplayPlan) -> None:
         sim = self.server.sim
         text = replay.render(plan)
-        served = _served(seq, request, plan, text.reasoning_tokens, streamed=False)
-        if sim.tokens_per_second and sim._stopping.wait(
-            plan.completion_tokens / sim.tokens_per_second
-        ):
+        served = dataclasses.replace(served, reasoning_tokens=text.reasoning_tokens)
+        pace = plan.completion_tokens / sim.tokens_per_second if sim.tokens_per_second else 0
+        if (pace and sim._stopping.wait(pace)) or self._client_gone():
             self.close_connection = True
-            return dataclasses.replace(served, status=0, disconnected=True)
-        body = protocol.completion_body(f"chatcmpl-sim-{seq}", request, plan, text)
-        if self._client_gone() or not self._send_json(200, body):
-            return dataclasses.replace(served, disconnected=True)
-        return dataclasses.replace(served, sent_tokens=plan.completion_tokens)
+            sim._record(dataclasses.replace(served, disconnected=True))
+            return
+        body = protocol.completion_body(f"chatcmpl-sim-{served.seq}", request, plan, text)
+        sim._record(dataclasses.replace(served, sent_tokens=plan.completion_tokens))
+        if not self._send_json(200, body):
+            sim._amend(served.seq, sent_tokens=0, disconnected=True)
 
-    def _stream(self, seq: int, request: protocol.SimRequest, plan: ReplayPlan) -> ServedRequest:
+    def _stream(
+        self, served: ServedRequest, request: protocol.SimRequest, plan: ReplayPlan
+    ) -> None:
         sim = self.server.sim
-        request_id = f"chatcmpl-sim-{seq}"
+        request_id = f"chatcmpl-sim-{served.seq}"
         reasoning_tokens = 0
         sent = 0
-        served = _served(seq, request, plan, 0, streamed=True)
+        logged = False
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -410,6 +422,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(protocol.chunk_body(request_id, request.model, {field: text}))
                 sent += n
                 reasoning_tokens += n if part == "reasoning" else 0
+            sim._record(
+                dataclasses.replace(served, sent_tokens=sent, reasoning_tokens=reasoning_tokens)
+            )
+            logged = True
             finish = protocol.finish_reason(plan)
             self._event(protocol.chunk_body(request_id, request.model, {}, finish))
             if request.include_usage:
@@ -419,10 +435,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._write_chunk(b"")
         except _GONE:
             self.close_connection = True
-            return dataclasses.replace(
-                served, sent_tokens=sent, reasoning_tokens=reasoning_tokens, disconnected=True
-            )
-        return dataclasses.replace(served, sent_tokens=sent, reasoning_tokens=reasoning_tokens)
+            if not logged:
+                gone = dataclasses.replace(
+                    served, sent_tokens=sent, reasoning_tokens=reasoning_tokens, disconnected=True
+                )
+                sim._record(gone)
+            else:  # every token went out; only the closing events were lost
+                sim._amend(served.seq, disconnected=True)
 
     # -- wire helpers ----------------------------------------------------------------------
 
@@ -475,13 +494,15 @@ def _served(
     seq: int,
     request: protocol.SimRequest,
     plan: ReplayPlan,
-    reasoning_tokens: int,
+    fault: FaultKind | None,
     *,
     streamed: bool,
 ) -> ServedRequest:
+    """The log entry of a valid request, before anything is sent."""
     return ServedRequest(
         seq=seq,
         status=200,
+        fault=fault,
         model=request.model,
         item=request.item,
         run_id=plan.run.run_id,
@@ -490,14 +511,9 @@ def _served(
         prompt_tokens=request.prompt_tokens,
         already_tokens=request.already,
         completion_tokens=plan.completion_tokens,
-        reasoning_tokens=reasoning_tokens,
         finish_reason=protocol.finish_reason(plan),
         correct=plan.correct,
         streamed=streamed,
         continued=request.continued,
         extrapolated=plan.extrapolated,
     )
-
-
-def _with_fault(served: ServedRequest, fault: FaultKind | None) -> ServedRequest:
-    return dataclasses.replace(served, fault=fault) if fault else served
