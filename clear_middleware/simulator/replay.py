@@ -1,11 +1,12 @@
 """The text of a replayed run, built so that its token count is exactly the replayed length.
 
-A run of length ``L`` is laid out as ``R`` reasoning tokens followed by ``A`` answer tokens
-(``R + A = L``; a run that is cut has no answer within reach, so all of it is reasoning). The
-reasoning is cheap filler: the run marker ``[[run:<id>]]`` followed by a repeated one-token
-word, so any slice has a known token count and costs a string multiplication to build. The
-answer is ``The final answer is $\\boxed{...}$.`` with the gold answer when the run was correct,
-the run's own (wrong) answer otherwise, or a sentence without an answer if it produced none.
+A finished run of length ``L`` is laid out as ``R`` reasoning tokens followed by ``A`` answer
+tokens (``R + A = L``); a request cap that falls inside the answer shows part of it. A run cut at
+its own cap has no known answer, so all of it is reasoning. The reasoning is cheap filler: the
+run marker ``[[run:<id>]]`` followed by a repeated one-token word, so any slice has a known
+token count and costs a string multiplication to build. The answer is
+``The final answer is $\\boxed{...}$.`` with the gold answer when the run was correct, the
+run's own (wrong) answer otherwise, or a sentence without an answer if it produced none.
 
 Each reply's reasoning starts with the marker of the run it replays (counted in its tokens), so
 a client continuing a partial answer sends the marker back and the same run is resumed.

@@ -103,6 +103,9 @@ class SimulatorServer:
         stream_chunk_tokens: tokens per SSE chunk (>= 1).
         idle_timeout_s: seconds an idle keep-alive connection is kept open.
 
+    ``tokens_per_second`` and ``stream_chunk_tokens`` are plain attributes: a test may change
+    them while the server runs (they apply to requests that start afterwards).
+
     Example:
         >>> import httpx
         >>> with SimulatorServer() as sim:
@@ -220,7 +223,11 @@ class SimulatorServer:
 
     @property
     def requests(self) -> list[ServedRequest]:
-        """The chat requests handled so far, in completion order (a copy)."""
+        """The chat requests handled so far, in the order they were answered (a copy).
+
+        An entry is logged before its client can see the end of the reply, so after a call
+        returns, its entry is here.
+        """
         with self._lock:
             return list(self._log)
 
