@@ -5,30 +5,28 @@ model generates, reasoning included. Providers spell that cap (and how much of i
 thinking) differently; this module is the one place that knows how, for a LiteLLM model name.
 ``provider_settings(model, b).kwargs`` is passed as is to ``litellm.completion(...)``.
 
-The decision table (first matching rule wins; model facts come from LiteLLM's model map):
+The decision table (first matching rule wins; model facts come from LiteLLM's model map;
+``cap`` is the budget clipped to the model's ``max_output_tokens`` when LiteLLM knows it, and
+``reserve = max(512, ceil(cap / 4))`` tokens are kept out of an explicit thinking budget for the
+visible answer):
 
-========================  ===================================================================
-family                    settings sent
-========================  ===================================================================
-``openai_reasoning``      ``max_completion_tokens=cap`` and ``reasoning_effort`` by budget
-                          (o-series, gpt-5 family on ``openai``/``azure``)
-``anthropic_adaptive``    ``max_tokens=cap`` and ``reasoning_effort`` by budget (Claude models
-                          that only accept adaptive thinking; LiteLLM turns the effort into
-                          ``thinking={"type": "adaptive"}`` + ``output_config.effort``)
-``anthropic_thinking``    ``max_tokens=cap`` and, when ``cap - answer reserve >= 1024``,
-                          ``thinking={"type": "enabled", "budget_tokens": cap - reserve}``
-                          (other reasoning Claude models; below 1024, no thinking)
-``gemini_thinking_level`` ``max_tokens=cap`` and ``reasoning_effort`` by budget (Gemini 3+,
-                          which LiteLLM maps to ``thinkingConfig.thinkingLevel``)
-``gemini_thinking_budget`` ``max_tokens=cap`` and ``thinking={"type": "enabled",
-                          "budget_tokens": t}`` (Gemini 2.5, mapped by LiteLLM to
-                          ``thinkingConfig.thinkingBudget``; ``t`` clamped to the model's range,
-                          ``0`` switches thinking off where the model allows it)
-``plain``                 ``max_tokens=cap`` (everything else, including unknown models)
-========================  ===================================================================
+- ``openai_reasoning`` (o-series and gpt-5 family on ``openai``/``azure``):
+  ``max_completion_tokens=cap`` and a ``reasoning_effort`` chosen by ``EFFORT_BY_BUDGET``.
+- ``anthropic_adaptive`` (Claude models that accept only adaptive thinking, e.g. Opus 4.7):
+  ``max_tokens=cap`` and ``reasoning_effort`` by budget, which LiteLLM sends as
+  ``thinking={"type": "adaptive"}`` plus ``output_config.effort``.
+- ``anthropic_thinking`` (other reasoning Claude models): ``max_tokens=cap`` and, when
+  ``cap - reserve >= 1024`` (Anthropic's minimum), ``thinking={"type": "enabled",
+  "budget_tokens": cap - reserve}``, which is then always below ``max_tokens``; else no thinking.
+- ``gemini_thinking_level`` (Gemini 3+): ``max_tokens=cap`` and ``reasoning_effort`` by budget,
+  which LiteLLM maps to ``thinkingConfig.thinkingLevel``.
+- ``gemini_thinking_budget`` (Gemini 2.5 on ``gemini``/``vertex_ai``): ``max_tokens=cap`` and
+  ``thinking={"type": "enabled", "budget_tokens": t}``, which LiteLLM maps to
+  ``thinkingConfig.thinkingBudget``; ``t = cap - reserve`` clamped to the model's range, and
+  ``0`` (thinking off) when that is below the range and the model allows switching it off.
+- ``plain`` (everything else, including models LiteLLM does not know): ``max_tokens=cap``.
 
-``cap`` is the budget, clipped to the model's ``max_output_tokens`` when LiteLLM knows it (the
-result says so in ``clipped``). An unknown model is not an error: it gets ``max_tokens``.
+The result says whether the budget was clipped. An unknown model is not an error.
 
 Why not LiteLLM's own ``reasoning_effort`` for legacy-thinking Claude: it maps to a fixed
 ``budget_tokens`` (e.g. 4096 for "high") whatever ``max_tokens`` is, and Anthropic rejects
