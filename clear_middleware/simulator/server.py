@@ -53,8 +53,8 @@ class ServedRequest:
         already_tokens: tokens of a continued partial answer (0 if not a continuation).
         completion_tokens: tokens the reply carries (as reported in ``usage``).
         reasoning_tokens: the reasoning part of ``completion_tokens``.
-        sent_tokens: completion tokens actually delivered before the reply ended or the client
-            went away (equal to ``completion_tokens`` for a reply delivered in full).
+        sent_tokens: completion tokens actually written to the connection before the reply ended
+            or the client went away (equal to ``completion_tokens`` for a complete reply).
         finish_reason: ``"stop"`` or ``"length"``, ``None`` for errors.
         correct: the reply ends with the gold answer.
         streamed: the reply was streamed (SSE).
@@ -364,7 +364,8 @@ class _Handler(BaseHTTPRequestHandler):
             sim._record(ServedRequest(seq, 0, fault="hang", model=model, disconnected=True))
             return
         if fault is not None and fault.kind == "delay" and sim._stopping.wait(fault.seconds):
-            self.close_connection = True
+            self.close_connection = True  # stopped while delayed: no response
+            sim._record(ServedRequest(seq, 0, fault="delay", model=model, disconnected=True))
             return
         try:
             if body is None:
