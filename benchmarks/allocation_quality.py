@@ -13,16 +13,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import DOCS, markdown_table, write_section  # noqa: E402
-from clear_middleware.datasets.reasoning_sweep import SWEEP_ATTRIBUTION, load_sweep  # noqa: E402
-from clear_middleware.evaluation.frontier import (  # noqa: E402
+from benchmarks._report import DOCS, markdown_table, write_section
+from clear_middleware.datasets.reasoning_sweep import SWEEP_ATTRIBUTION, load_sweep
+from clear_middleware.evaluation.frontier import (
     DEFAULT_BUDGETS,
     VARIANTS,
     FrontierPoint,
     frontier,
     item_curves,
 )
-from clear_middleware.evaluation.report import frontier_rows, text_table  # noqa: E402
+from clear_middleware.evaluation.report import frontier_rows, text_table
 
 PLOT = DOCS / "frontier.png"
 

@@ -17,8 +17,8 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import markdown_table, write_section  # noqa: E402
-from clear_middleware import ShiftedSurge, allocate  # noqa: E402
+from benchmarks._report import markdown_table, write_section
+from clear_middleware import ShiftedSurge, allocate
 
 PER_QUERY = 2000
 
@@ -82,7 +82,8 @@ def main() -> None:
                      f"{t_oracle / n * 1e9:.0f}",
                      f"{oracle.expected_utility / alloc.upper_bound:.6f}",
                      f"{t_oracle / t_clear:.0f}x slower than clear ({t_clear * 1e3:.1f} ms); "
-                     f"clear/oracle utility {alloc.expected_utility / oracle.expected_utility:.5f}"])
+                     "clear/oracle utility "
+                     f"{alloc.expected_utility / oracle.expected_utility:.5f}"])
     headers = ["queries", "solver", "time (ms)", "ns/query", "utility / bound", "ratio"]
     growth = clear_times[1_000_000] / clear_times[100_000]
     printed.append(markdown_table(headers, rows))

@@ -19,6 +19,7 @@ def test_every_subpackage_is_listed():
         for p in (ROOT / "integrations").rglob("__init__.py")
     }
     assert found <= listed, f"add to [tool.setuptools].packages: {sorted(found - listed)}"
+    assert "clear_middleware.data" in listed  # the bundled data files ship with the wheel
     assert (ROOT / "clear_middleware" / "py.typed").exists()
 
 

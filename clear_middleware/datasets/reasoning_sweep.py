@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -115,15 +115,20 @@ class ItemRollouts:
         return int(self.length[self.valid].max()) if self.valid.any() else 0
 
 
-def load_sweep(path: str | Path | None = None) -> SweepTable:
-    """Load the sweep: the bundled copy by default, or a CSV (optionally ``.gz``) at ``path``."""
+def sweep_rows(path: str | Path | None = None) -> Iterator[dict[str, str]]:
+    """The sweep's CSV rows: the bundled copy by default, or a CSV (optionally ``.gz``)."""
     if path is None:
-        raw = resources.files("clear_middleware.data").joinpath(BUNDLED_SWEEP).read_bytes()
+        raw = resources.files("clear_middleware").joinpath("data", BUNDLED_SWEEP).read_bytes()
         text = gzip.decompress(raw).decode("utf-8")
     else:
         data = Path(path).read_bytes()
         text = (gzip.decompress(data) if str(path).endswith(".gz") else data).decode("utf-8")
-    return _parse(csv.DictReader(io.StringIO(text)))
+    return csv.DictReader(io.StringIO(text))
+
+
+def load_sweep(path: str | Path | None = None) -> SweepTable:
+    """Load the sweep: the bundled copy by default, or a CSV (optionally ``.gz``) at ``path``."""
+    return _parse(sweep_rows(path))
 
 
 def _parse(rows: Iterable[dict[str, str]]) -> SweepTable:

@@ -26,17 +26,12 @@ Data: see ``clear_middleware.datasets.reasoning_sweep.SWEEP_ATTRIBUTION``.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
-from clear_middleware.datasets.reasoning_sweep import BUNDLED_SWEEP
+from clear_middleware.datasets.reasoning_sweep import sweep_rows
 
 _TRUE = {"True", "true", "1"}
 
@@ -191,13 +186,7 @@ def _priority(seed_key: str, run_id: int) -> int:
 @lru_cache(maxsize=4)
 def load_catalog(path: str | None = None) -> RunCatalog:
     """The runs of the bundled sweep (or of a sweep CSV, optionally ``.gz``, at ``path``)."""
-    if path is None:
-        raw = resources.files("clear_middleware.data").joinpath(BUNDLED_SWEEP).read_bytes()
-        text = gzip.decompress(raw).decode("utf-8")
-    else:
-        data = Path(path).read_bytes()
-        text = (gzip.decompress(data) if path.endswith(".gz") else data).decode("utf-8")
-    return RunCatalog(_parse_runs(csv.DictReader(io.StringIO(text))))
+    return RunCatalog(_parse_runs(sweep_rows(path)))
 
 
 def _parse_runs(rows: Iterable[dict[str, str]]) -> Iterable[SweepRun]:
