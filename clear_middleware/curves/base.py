@@ -68,6 +68,12 @@ class UtilityCurves(Protocol):
         """The sub-batch selected by an index array or boolean mask."""
         ...
 
+    def shifted(self, tokens: ArrayLike) -> Self:
+        """The same curves with every cap moved right by ``tokens`` (>= 0, scalar or per
+        curve): ``V(b) = U(b - tokens)``. A fixed cost per call, such as its prompt, enters the
+        allocation this way, so it counts in each call's break-even price."""
+        ...
+
 
 class BestResponse(ABC):
     """Demand for tokens of a batch of curves as a function of the price, under fixed bounds.

@@ -203,6 +203,15 @@ class EmpiricalCurve:
     def take(self, index: ArrayLike) -> Self:
         return type(self)(self.grid, self.values[np.asarray(index)])
 
+    def shifted(self, tokens: ArrayLike) -> Self:
+        """Resampled on the grid extended by the largest shift: exact at grid points, linear
+        in between (offsets that are not grid multiples smooth a kink by at most one step)."""
+        offset = np.broadcast_to(float_array("tokens", tokens, low=0.0), (len(self),))
+        top = self.grid[-1] + float(offset.max(initial=0.0))
+        grid = self.grid if top == self.grid[-1] else np.append(self.grid, top)
+        values = self.value(np.maximum(grid[None, :] - offset[:, None], 0.0))
+        return type(self)(grid, values)
+
     def __repr__(self) -> str:
         return f"EmpiricalCurve(n={len(self)}, grid={self.grid.size} points)"
 

@@ -174,6 +174,11 @@ class ShiftedSurge:
         idx = np.asarray(index)
         return type(self)(self.ceiling[idx], self.threshold[idx], self.rate[idx])
 
+    def shifted(self, tokens: ArrayLike) -> Self:
+        """Exact: the threshold moves by ``tokens``."""
+        offset = float_array("tokens", tokens, low=0.0)
+        return type(self)(self.ceiling, self.threshold + offset, self.rate)
+
     def __repr__(self) -> str:
         return f"ShiftedSurge(n={len(self)})"
 

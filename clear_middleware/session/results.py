@@ -1,0 +1,129 @@
+"""What a session returns: the plan of a batch, and one result per subtask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..allocator.result import Allocation
+from ..usage import Usage
+
+Status = Literal["ok", "unfunded", "error"]
+
+
+@dataclass(frozen=True)
+class PlannedSubtask:
+    """One row of a plan.
+
+    Attributes:
+        index: position in the batch. ``subtask_id``, ``kind``: from the subtask.
+        prompt_tokens: prompt tokens reserved (local estimate plus the learned margin).
+        curve: the predicted curve, described.
+        output_tokens: the output cap funded (tokens, reasoning included); 0 if abandoned.
+        expected_utility: the curve's value at that cap (0 if abandoned).
+        funded: False when the subtask is rationally abandoned at this price.
+    """
+
+    index: int
+    subtask_id: str
+    kind: str | None
+    prompt_tokens: int
+    curve: str
+    output_tokens: int
+    expected_utility: float
+    funded: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A dry run: the allocation of a batch without calling anything.
+
+    Attributes:
+        model: the model the calls would go to. ``policy``: the allocation policy.
+        price: shadow price, expected utility per token (0 when the budget is slack).
+        budget_tokens: tokens the batch could spend (prompts included), or ``None`` when the
+            session has no cap.
+        rows: one :class:`PlannedSubtask` per subtask, in order.
+        expected_utility, upper_bound: totals (the bound holds for any allocation).
+        allocation: the raw allocation over total tokens (prompt + output) per subtask.
+    """
+
+    model: str
+    policy: str
+    price: float
+    budget_tokens: int | None
+    rows: tuple[PlannedSubtask, ...]
+    expected_utility: float
+    upper_bound: float
+    allocation: Allocation
+
+    @property
+    def funded(self) -> list[int]:
+        return [r.index for r in self.rows if r.funded]
+
+    @property
+    def abandoned(self) -> list[int]:
+        return [r.index for r in self.rows if not r.funded]
+
+    def table(self) -> str:
+        """The plan as a fixed-width table a user can print."""
+        head = (f"{'#':>3}  {'id':<12} {'kind':<10} {'prompt':>6} {'output cap':>10} "
+                f"{'E[utility]':>10}  {'status':<9} curve")
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            status = "funded" if r.funded else "abandoned"
+            lines.append(
+                f"{r.index:>3}  {r.subtask_id[:12]:<12} {(r.kind or '-')[:10]:<10} "
+                f"{r.prompt_tokens:>6} {r.output_tokens:>10} {r.expected_utility:>10.3f}  "
+                f"{status:<9} {r.curve}"
+            )
+        budget = "no cap" if self.budget_tokens is None else f"{self.budget_tokens} tokens"
+        lines.append(
+            f"{self.policy} on {self.model}: {len(self.funded)}/{len(self.rows)} funded, "
+            f"expected utility {self.expected_utility:.3f} (bound {self.upper_bound:.3f}), "
+            f"price {self.price:.3g}/token, budget {budget}"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+@dataclass(frozen=True)
+class SubtaskResult:
+    """The outcome of one subtask of a run.
+
+    Attributes:
+        index, subtask_id: which subtask.
+        status: ``"ok"`` (answered), ``"unfunded"`` (not sent: priced out at ``price``), or
+            ``"error"`` (the provider failed after retries; its reservations were released).
+        text: the answer text (``None`` unless ok).
+        usage: tokens the provider reported, summed over attempts (zeros if never sent).
+        cost_usd: what it cost at the model's price (``None`` if the model has no price).
+        tokens_allocated: the output cap it was funded with (0 if unfunded).
+        finish_reason: the provider's (``"stop"``, ``"length"``, ...).
+        price: for unfunded subtasks, the shadow price that priced them out.
+        model: the model that answered (the fallback model, for a fallback).
+        attempts: provider calls made. ``call_ids``: their ledger call ids.
+        error: the error's type and message, for ``"error"``.
+        fallback: answered by the configured fallback model instead of being unfunded.
+    """
+
+    index: int
+    subtask_id: str
+    status: Status
+    text: str | None = None
+    usage: Usage = Usage()
+    cost_usd: float | None = None
+    tokens_allocated: int = 0
+    finish_reason: str | None = None
+    price: float | None = None
+    model: str | None = None
+    attempts: int = 0
+    call_ids: tuple[str, ...] = ()
+    error: str | None = None
+    fallback: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
