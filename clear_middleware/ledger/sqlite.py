@@ -285,13 +285,16 @@ class SQLiteStore:
                 self._connections.append(conn)
         return conn
 
-    def _write(self, operation: Callable[..., Any], *args: Any) -> Any:
+    def _write(
+        self, operation: Callable[..., Any], *args: Any, reclaim_first: bool = True
+    ) -> Any:
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 txn = _Txn(conn, int(self._clock() * 1000), self._chains)
-                rules.reclaim(txn, RECLAIM_BATCH)
+                if reclaim_first:
+                    rules.reclaim(txn, RECLAIM_BATCH)
                 result = operation(txn, *args)
                 conn.execute("COMMIT")
             except BaseException:
@@ -354,7 +357,7 @@ class SQLiteStore:
         return [_entry(row) for row in self._read(sql, (session_id,))]
 
     def reclaim_expired(self, limit: int | None = None) -> int:
-        return self._write(lambda txn: rules.reclaim(txn, limit))
+        return self._write(rules.reclaim, limit, reclaim_first=False)
 
     def close(self) -> None:
         """Close every connection this store opened (in any thread)."""
