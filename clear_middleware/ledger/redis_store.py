@@ -12,7 +12,8 @@ use a single primary or a cluster slot, not keys spread over shards):
 * ``{ns}:s:<session>`` hash: caps, parent, lease, counters;
 * ``{ns}:c:<len>:<session><call>`` hash: one call (state, reservation, outcome);
 * ``{ns}:l:<session>`` list: the statement; ``{ns}:k:<session>`` set: sub-sessions;
-* ``{ns}:leases`` sorted set of open reservations by lease end; ``{ns}:seq``: entry counter.
+* ``{ns}:leases`` sorted set of open reservations by lease end (member ``session NUL call``);
+  ``{ns}:seq``: entry counter.
 
 Every key carries a TTL (``retention_seconds``, default 30 days, refreshed on each write), so
 abandoned sessions disappear on their own. Durability is Redis's: configure AOF
@@ -60,7 +61,9 @@ local LEASES = P .. ':leases'
 local function I(x) return string.format('%d', x) end
 local function skey(sid) return P .. ':s:' .. sid end
 local function ckey(sid, cid) return P .. ':c:' .. #sid .. ':' .. sid .. cid end
-local function lease_member(sid, cid) return #sid .. ':' .. sid .. cid end
+-- "<session>\0<call>": ties in lease end then sort by (session, call) as in the other stores
+-- (ids are printable, so never contain NUL).
+local function lease_member(sid, cid) return sid .. '\0' .. cid end
 
 local function chain(sid)
   local rows, cur = {}, sid
@@ -118,10 +121,9 @@ local function reclaim(limit)
   local n = 0
   for _, m in ipairs(due) do
     redis.call('ZREM', LEASES, m)
-    local colon = string.find(m, ':', 1, true)
-    local len = tonumber(string.sub(m, 1, colon - 1))
-    local sid = string.sub(m, colon + 1, colon + len)
-    local cid = string.sub(m, colon + len + 1)
+    local cut = string.find(m, '\0', 1, true)
+    local sid = string.sub(m, 1, cut - 1)
+    local cid = string.sub(m, cut + 1)
     local ck = ckey(sid, cid)
     local c = redis.call('HMGET', ck, 'state', 't', 'n', 'exp')
     if c[1] == 'reserved' and tonumber(c[4]) <= NOW then
@@ -295,6 +297,8 @@ class RedisStore:
         clock: ``None`` (default) uses the Redis server's clock; tests may pass a function
             returning epoch seconds.
         socket_timeout_seconds: per-command timeout before ``StoreUnavailable``.
+        max_async_connections: connections the async client opens at most; further
+            concurrent tasks wait for a free one (up to the socket timeout).
     """
 
     def __init__(
@@ -305,6 +309,7 @@ class RedisStore:
         retention_seconds: int = 30 * 24 * 3600,
         clock: Callable[[], float] | None = None,
         socket_timeout_seconds: float = 5.0,
+        max_async_connections: int = 64,
     ) -> None:
         try:
             import redis
@@ -330,8 +335,10 @@ class RedisStore:
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                         redis.exceptions.BusyLoadingError)
         self._sync = redis.Redis.from_url(url, **options)
+        self._max_async = max_async_connections
         self._async_options = options
         self._async: Any = None
+        self._async_loop: Any = None
         self._scripts = {
             name: self._sync.register_script(body)
             for name, body in (("open", _OPEN), ("reserve", _RESERVE), ("commit", _COMMIT),
@@ -352,10 +359,21 @@ class RedisStore:
             raise StoreUnavailable(f"Redis ledger at {self.url} unavailable: {error}") from error
 
     def _async_client(self) -> Any:
-        if self._async is None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        # An asyncio client's connections belong to one event loop: a new loop gets its own.
+        if self._async is None or self._async_loop is not loop:
             import redis.asyncio
 
-            self._async = redis.asyncio.Redis.from_url(self.url, **self._async_options)
+            # Blocking pool: a burst of tasks queues for a connection instead of failing with
+            # "Too many connections".
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url, max_connections=self._max_async,
+                timeout=self._async_options["socket_timeout"], **self._async_options,
+            )
+            self._async = redis.asyncio.Redis(connection_pool=pool)
+            self._async_loop = loop
             self._async_scripts = {
                 name: self._async.register_script(script.script)
                 for name, script in self._scripts.items()
@@ -383,7 +401,7 @@ class RedisStore:
                 f"nano_usd={_text(reply[2])}) and parent {_text(reply[3]) or None!r}"
             )
         if status == b"call_state":
-            if reply[1] == b"released":
+            if len(reply) == 2:  # from commit: the call was released
                 raise CallStateError(
                     f"call {call_id!r} of session {session_id!r} was released; a released call "
                     "cannot be committed (reserve a new call id)"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -27,7 +28,7 @@ from clear_middleware.ledger.rules import CallRow, SessionRow
 from clear_middleware.ledger.store import RECLAIM_BATCH
 from clear_middleware.ledger.types import (
     Balance,
-    BudgetExceeded,
+    LedgerError,
     Reservation,
     SessionInfo,
     Settlement,
@@ -201,7 +202,7 @@ class _Txn:
     def due_leases(self, limit: int | None) -> list[tuple[str, str]]:
         return self.conn.execute(
             "SELECT session_id, call_id FROM calls WHERE state = 'reserved' AND expires_ms <= ? "
-            "ORDER BY expires_ms LIMIT ?",
+            "ORDER BY expires_ms, session_id, call_id LIMIT ?",
             (self.now_ms, -1 if limit is None else limit),
         ).fetchall()
 
@@ -252,10 +253,11 @@ class SQLiteStore:
         self._connections_lock = threading.Lock()
         self._chains: dict[str, tuple[str, ...]] = {}
         self._closed = False
+        self._write_lock = threading.Lock()
         conn = self._conn()
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("BEGIN IMMEDIATE")
+            self._retrying(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            self._begin(conn)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -273,9 +275,9 @@ class SQLiteStore:
         conn = getattr(local, "conn", None)
         if conn is None or local.pid != os.getpid():
             try:
+                # timeout=0: no SQLite busy handler; _retrying does the waiting.
                 conn = sqlite3.connect(
-                    self.path, timeout=self._timeout, isolation_level=None,
-                    check_same_thread=False,
+                    self.path, timeout=0, isolation_level=None, check_same_thread=False
                 )
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
             except sqlite3.Error as error:
@@ -290,26 +292,64 @@ class SQLiteStore:
     ) -> Any:
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                txn = _Txn(conn, int(self._clock() * 1000), self._chains)
-                if reclaim_first:
-                    rules.reclaim(txn, RECLAIM_BATCH)
-                result = operation(txn, *args)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            # Threads of this process queue on a lock (fair and cheap); processes compete for
+            # SQLite's write lock in _begin.
+            with self._write_lock:
+                result = self._transaction(conn, operation, args, reclaim_first)
         except sqlite3.OperationalError as error:
             raise StoreUnavailable(f"SQLite ledger {self.path} unavailable: {error}") from error
-        if isinstance(result, BudgetExceeded):
+        if isinstance(result, LedgerError):
             raise result
         return result
 
-    def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _retrying(self, step: Callable[[], Any]) -> Any:
+        """Run ``step``, retrying while the database is locked, until the busy timeout.
+
+        SQLite's own busy handler sleeps 1, 2, 5, ... 100 ms between attempts, so under
+        contention one process can lose every race for seconds; polling every <= 2 ms (with
+        jitter) keeps waits short and fair enough.
+        """
+        deadline = time.monotonic() + self._timeout
+        attempt = 0
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as error:
+                text = str(error)
+                if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                    raise
+            attempt += 1
+            time.sleep(random.uniform(0, min(0.002, 0.00005 * 2**attempt)))
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        self._retrying(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+    def _transaction(
+        self, conn: sqlite3.Connection, operation: Callable[..., Any], args: tuple[Any, ...],
+        reclaim_first: bool,
+    ) -> Any:
+        self._begin(conn)
         try:
-            return self._conn().execute(sql, args).fetchall()
+            txn = _Txn(conn, int(self._clock() * 1000), self._chains)
+            if reclaim_first:
+                rules.reclaim(txn, RECLAIM_BATCH)
+            try:
+                result = operation(txn, *args)
+            except LedgerError as error:
+                # The rules validate before they mutate, so all this transaction changed is
+                # the lease reclaim, which must stand (as in the other stores).
+                result = error
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        conn = self._conn()
+        try:
+            return self._retrying(lambda: conn.execute(sql, args).fetchall())
         except sqlite3.OperationalError as error:
             raise StoreUnavailable(f"SQLite ledger {self.path} unavailable: {error}") from error
 
