@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 
 from clear_middleware.ledger.store import LedgerStore
 from clear_middleware.ledger.types import (
@@ -69,7 +68,10 @@ MAX_LEASE_SECONDS = 30 * 24 * 3600.0
 # Ids end up in statements and logs, which must never hold credentials: refuse strings shaped
 # like the common API key formats (OpenAI/Anthropic "sk-", Stripe-style "sk_live", Google
 # "AIza", Slack "xox?-", GitHub "ghp_").
-_SECRET_SHAPED = re.compile(r"^(sk-|sk_|rk_|AIza|xox[abprs]-|ghp_|github_pat_|Bearer\s)")
+_SECRET_PREFIXES = (
+    "sk-", "sk_", "rk_", "AIza", "xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "ghp_",
+    "github_pat_", "Bearer ",
+)
 
 
 def _check_id(name: str, value: object) -> str:
@@ -79,7 +81,7 @@ def _check_id(name: str, value: object) -> str:
         raise ValueError(
             f"{name} must be 1 to {MAX_ID_LENGTH} printable characters, got {value[:40]!r}"
         )
-    if _SECRET_SHAPED.match(value):
+    if value.startswith(_SECRET_PREFIXES):
         raise ValueError(f"{name} looks like an API key; ids are recorded in statements and logs")
     return value
 
@@ -165,6 +167,7 @@ class Ledger:
     def _usd_capped_sync(self, session_id: str) -> bool:
         known = self._usd_capped.get(session_id)
         if known is None:
+            _check_id("session_id", session_id)
             info = self.store.session_info(session_id)
             known = info.caps.usd is not None or (
                 info.parent is not None and self._usd_capped_sync(info.parent)
@@ -175,6 +178,7 @@ class Ledger:
     async def _usd_capped_async(self, session_id: str) -> bool:
         known = self._usd_capped.get(session_id)
         if known is None:
+            _check_id("session_id", session_id)
             info = await self.store.asession_info(session_id)
             known = info.caps.usd is not None or (
                 info.parent is not None and await self._usd_capped_async(info.parent)
@@ -245,7 +249,7 @@ class Ledger:
             UnknownSession, CallStateError (call id already used), ValueError / TypeError
             (bad input), StoreUnavailable.
         """
-        _check_id("session_id", session_id)
+        # session_id is validated by _usd_capped_* the first time it is seen.
         _check_id("call_id", call_id)
         self._amount(amount, reservation=True)
         lease = None if lease_seconds is None else _lease_ms("lease_seconds", lease_seconds)
@@ -274,12 +278,12 @@ class Ledger:
             UnknownCall, CallStateError (the call was released), UnknownSession, bad input,
             StoreUnavailable.
         """
-        _check_id("session_id", session_id)
+        capped = self._usd_capped_sync(session_id)  # also validates session_id
         _check_id("call_id", call_id)
         if usage is None:
             return self._log_settlement(self.store.commit(session_id, call_id, None, 0))
         self._amount(usage, reservation=False)
-        self._require_usd(session_id, usage, self._usd_capped_sync(session_id))
+        self._require_usd(session_id, usage, capped)
         settlement = self.store.commit(session_id, call_id, usage.tokens, usage.nano_usd or 0)
         return self._log_settlement(settlement)
 
@@ -326,7 +330,7 @@ class Ledger:
         self, session_id: str, call_id: str, amount: Amount, *, lease_seconds: float | None = None
     ) -> Reservation:
         """Async :meth:`reserve`."""
-        _check_id("session_id", session_id)
+        # session_id is validated by _usd_capped_* the first time it is seen.
         _check_id("call_id", call_id)
         self._amount(amount, reservation=True)
         lease = None if lease_seconds is None else _lease_ms("lease_seconds", lease_seconds)
@@ -341,12 +345,12 @@ class Ledger:
 
     async def acommit(self, session_id: str, call_id: str, usage: Amount | None) -> Settlement:
         """Async :meth:`commit`."""
-        _check_id("session_id", session_id)
+        capped = await self._usd_capped_async(session_id)  # also validates session_id
         _check_id("call_id", call_id)
         if usage is None:
             return self._log_settlement(await self.store.acommit(session_id, call_id, None, 0))
         self._amount(usage, reservation=False)
-        self._require_usd(session_id, usage, await self._usd_capped_async(session_id))
+        self._require_usd(session_id, usage, capped)
         settlement = await self.store.acommit(
             session_id, call_id, usage.tokens, usage.nano_usd or 0
         )

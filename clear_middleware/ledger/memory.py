@@ -44,7 +44,9 @@ class MemoryStore:
         self._chains: dict[str, list[SessionRow]] = {}
         self._children: dict[str, list[str]] = {}
         self._calls: dict[tuple[str, str], CallRow] = {}
-        self._entries: dict[str, list[StatementEntry]] = {}
+        # Entries are kept as plain tuples (cheaper to build on the hot path) and become
+        # StatementEntry objects when read.
+        self._entries: dict[str, list[tuple]] = {}
         # (expires_ms, session_id, call_id) of reservations; settled ones are skipped lazily
         # and the heap is rebuilt when they outnumber the live ones.
         self._leases: list[tuple[int, str, str]] = []
@@ -100,14 +102,12 @@ class MemoryStore:
         return due
 
     def _compact(self) -> None:
-        self._leases = [
-            (call.expires_ms, sid, cid)
-            for (sid, cid), call in self._calls.items()
-            if call.state == rules.RESERVED
-        ]
+        calls, reserved = self._calls, rules.RESERVED
+        self._leases = [lease for lease in self._leases
+                        if calls[(lease[1], lease[2])].state == reserved]
         heapq.heapify(self._leases)
-        # Amortised O(1): the next rebuild waits until the heap has grown 4x past the live set.
-        self._compact_at = max(1024, 4 * len(self._leases))
+        # Amortised O(1): the next rebuild waits until the heap has doubled past the live set.
+        self._compact_at = max(1024, 2 * len(self._leases))
 
     def record(
         self, session_id: str, call_id: str, kind: str, tokens: int, nano: int,
@@ -115,8 +115,8 @@ class MemoryStore:
     ) -> None:
         self._seq += 1
         self._entries[session_id].append(
-            StatementEntry(self._seq, session_id, call_id, kind, tokens, nano,  # type: ignore[arg-type]
-                           reserved_tokens, reserved_nano, self.now_ms / 1000, over, reason)
+            (self._seq, session_id, call_id, kind, tokens, nano, reserved_tokens, reserved_nano,
+             self.now_ms / 1000, over, reason)
         )
 
     # --- the store protocol --------------------------------------------------------------------
@@ -169,14 +169,16 @@ class MemoryStore:
             if session_id not in self._sessions:
                 raise UnknownSession(session_id)
             if not include_children:
-                return list(self._entries[session_id])
-            entries: list[StatementEntry] = []
-            pending = [session_id]
-            while pending:
-                current = pending.pop()
-                entries.extend(self._entries[current])
-                pending.extend(self._children[current])
-            return sorted(entries, key=lambda entry: entry.seq)
+                rows = list(self._entries[session_id])
+            else:
+                rows = []
+                pending = [session_id]
+                while pending:
+                    current = pending.pop()
+                    rows.extend(self._entries[current])
+                    pending.extend(self._children[current])
+                rows.sort()
+        return [StatementEntry._make(row) for row in rows]
 
     def reclaim_expired(self, limit: int | None = None) -> int:
         with self._lock:

@@ -15,8 +15,9 @@ use a single primary or a cluster slot, not keys spread over shards):
 * ``{ns}:leases`` sorted set of open reservations by lease end (member ``session NUL call``);
   ``{ns}:seq``: entry counter.
 
-Every key carries a TTL (``retention_seconds``, default 30 days, refreshed on each write), so
-abandoned sessions disappear on their own. Durability is Redis's: configure AOF
+Every key carries a TTL (``retention_seconds``, default 30 days, refreshed by each
+reservation), so abandoned sessions disappear on their own and a settled call stays
+idempotent for that long after it was reserved. Durability is Redis's: configure AOF
 (``appendonly yes``; ``appendfsync always`` so an acknowledged commit survives a crash).
 While Redis is unreachable every operation raises ``StoreUnavailable``; retrying with the same
 call id is safe.
@@ -79,24 +80,26 @@ local function chain(sid)
   return nil, cur
 end
 
-local function add(rows, st, sn, rt, rn)
+-- The script runs atomically, so one HSET of the new counters replaces four HINCRBYs.
+-- TTLs are refreshed by reservations (touch = true): every settlement follows one.
+local function add(rows, st, sn, rt, rn, touch)
   for _, r in ipairs(rows) do
-    local k = skey(r.id)
-    if st ~= 0 then redis.call('HINCRBY', k, 'st', I(st)) end
-    if sn ~= 0 then redis.call('HINCRBY', k, 'sn', I(sn)) end
-    if rt ~= 0 then redis.call('HINCRBY', k, 'rt', I(rt)) end
-    if rn ~= 0 then redis.call('HINCRBY', k, 'rn', I(rn)) end
-    redis.call('EXPIRE', k, TTL)
     r.st, r.sn, r.rt, r.rn = r.st + st, r.sn + sn, r.rt + rt, r.rn + rn
+    local k = skey(r.id)
+    redis.call('HSET', k, 'st', I(r.st), 'sn', I(r.sn), 'rt', I(r.rt), 'rn', I(r.rn))
+    if touch then
+      redis.call('EXPIRE', k, TTL)
+      if r.parent ~= '' then redis.call('EXPIRE', P .. ':k:' .. r.parent, TTL) end
+    end
   end
 end
 
-local function record(sid, cid, kind, t, n, rt, rn, over, reason)
+local function record(sid, cid, kind, t, n, rt, rn, over, reason, touch)
   local seq = redis.call('INCR', P .. ':seq')
   local lk = P .. ':l:' .. sid
   redis.call('RPUSH', lk, string.format('%d|%s|%d|%d|%d|%d|%d|%d|%d|', seq, kind, t, n, rt, rn,
     NOW, over, #reason) .. reason .. cid)
-  redis.call('EXPIRE', lk, TTL)
+  if touch then redis.call('EXPIRE', lk, TTL) end
 end
 
 local function available(rows)
@@ -130,9 +133,9 @@ local function reclaim(limit)
       local rows = chain(sid)
       if rows then
         local t, nn = tonumber(c[2]), tonumber(c[3])
-        add(rows, 0, 0, -t, -nn)
+        add(rows, 0, 0, -t, -nn, false)
         redis.call('HSET', ck, 'state', 'expired')
-        record(sid, cid, 'expire', t, nn, t, nn, 0, '')
+        record(sid, cid, 'expire', t, nn, t, nn, 0, '', false)
         n = n + 1
       end
     end
@@ -181,17 +184,17 @@ local dim, binding
 if at ~= nil and t > at then dim, binding = 'tokens', bt
 elseif an ~= nil and n > an then dim, binding = 'usd', bn end
 if dim then
-  record(sid, cid, 'refuse', t, n, 0, 0, 0, dim .. ' cap of session ' .. binding)
+  record(sid, cid, 'refuse', t, n, 0, 0, 0, dim .. ' cap of session ' .. binding, true)
   return {'refused', dim, binding, at and I(at) or '', an and I(an) or ''}
 end
 local lease = rows[1].lease
 if ARGV[8] ~= '' then lease = tonumber(ARGV[8]) end
 local exp = NOW + lease
-add(rows, 0, 0, t, n)
+add(rows, 0, 0, t, n, true)
 redis.call('HSET', ck, 'state', 'reserved', 't', I(t), 'n', I(n), 'exp', I(exp))
 redis.call('EXPIRE', ck, TTL)
 redis.call('ZADD', LEASES, I(exp), lease_member(sid, cid))
-record(sid, cid, 'reserve', t, n, t, n, 0, '')
+record(sid, cid, 'reserve', t, n, t, n, 0, '', true)
 return {'ok', I(exp), 0}
 """
 
@@ -219,12 +222,11 @@ end
 local over = 0
 if t > rest or n > resn then over = 1 end
 local reason = table.concat(reasons, ',')
-add(rows, t, n, -rt, -rn)
-redis.call('ZREM', LEASES, lease_member(sid, cid))
+add(rows, t, n, -rt, -rn, false)
+if c[1] == 'reserved' then redis.call('ZREM', LEASES, lease_member(sid, cid)) end
 redis.call('HSET', ck, 'state', 'committed', 'ct', I(t), 'cn', I(n), 'srt', I(rt), 'srn', I(rn),
   'ov', over, 'rs', reason)
-redis.call('EXPIRE', ck, TTL)
-record(sid, cid, 'commit', t, n, rt, rn, over, reason)
+record(sid, cid, 'commit', t, n, rt, rn, over, reason, false)
 return {'ok', I(t), I(n), I(rt), I(rn), over, reason}
 """
 
@@ -239,11 +241,10 @@ if not c[1] then return {'unknown_call'} end
 if c[1] == 'committed' then return {'replay', c[4], c[5], c[6], c[7], c[8], c[9]} end
 if c[1] ~= 'reserved' then return {'noop', c[1]} end
 local t, n = tonumber(c[2]), tonumber(c[3])
-add(rows, 0, 0, -t, -n)
+add(rows, 0, 0, -t, -n, false)
 redis.call('ZREM', LEASES, lease_member(sid, cid))
 redis.call('HSET', ck, 'state', 'released')
-redis.call('EXPIRE', ck, TTL)
-record(sid, cid, 'release', t, n, t, n, 0, '')
+record(sid, cid, 'release', t, n, t, n, 0, '', false)
 return {'ok', I(t), I(n)}
 """
 

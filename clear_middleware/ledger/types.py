@@ -41,6 +41,7 @@ __all__ = [
 
 NANO_PER_USD = 1_000_000_000
 MAX_UNITS = 2**53 - 1
+_MAX_USD = MAX_UNITS / NANO_PER_USD
 
 EntryKind = Literal["reserve", "commit", "release", "refuse", "expire"]
 
@@ -114,14 +115,18 @@ class Amount:
     usd: float | None = None
 
     def __post_init__(self) -> None:
-        _check_tokens("amount.tokens", self.tokens)
-        if self.usd is not None:
-            _check_usd("amount.usd", self.usd)
+        # Inline fast path (amounts are built once per call); the helpers explain failures.
+        tokens, usd = self.tokens, self.usd
+        if type(tokens) is not int or not 0 <= tokens <= MAX_UNITS:
+            _check_tokens("amount.tokens", tokens)
+        if usd is not None and not (type(usd) is float and 0.0 <= usd <= _MAX_USD):
+            _check_usd("amount.usd", usd)
 
     @property
     def nano_usd(self) -> int | None:
         """USD in nano-USD, rounded up (never under-charges), or ``None`` if unpriced."""
-        return None if self.usd is None else usd_to_nano(self.usd)
+        usd = self.usd
+        return None if usd is None else math.ceil(round(usd * NANO_PER_USD, 3))
 
     @classmethod
     def for_call(
