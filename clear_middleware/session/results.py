@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ..allocator.result import Allocation
@@ -113,7 +113,7 @@ class SubtaskResult:
     subtask_id: str
     status: Status
     text: str | None = None
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = None
     tokens_allocated: int = 0
     finish_reason: str | None = None

@@ -1,0 +1,531 @@
+"""``BudgetSession``: one shared budget, CLEAR caps per call, every call sent through LiteLLM.
+
+The life of a batch (``run`` / ``arun``):
+
+1. *Plan*: each subtask's curve comes from the estimator; prompts are counted locally (plus a
+   margin learned per model) and enter as a fixed cost; CLEAR allocates what the ledger says is
+   still available (see :mod:`.planner`).
+2. *Reserve -> call -> settle*: a funded subtask reserves its worst case (prompt + output cap)
+   in the ledger, goes out with the provider settings of its cap
+   (:func:`~clear_middleware.dispatch.provider_settings`), and commits the provider-reported
+   usage; the unused part of the reservation returns to the pool. A failed call releases its
+   reservation; retryable errors are retried for the same subtask (each attempt reserved and
+   settled on its own, all charged to that subtask's result).
+3. *Re-pricing*: whenever a call settles, the subtasks not yet started are planned again on
+   what is left, so tokens returned by calls that finished under their cap flow to the rest.
+4. Subtasks still unfunded at the end are not sent; they get an ``unfunded`` result carrying
+   the price that priced them out, or go to a fallback model, or (``on_unfunded="raise"``) the
+   batch is refused before anything is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .._validation import non_negative_int
+from ..allocator import POLICIES, Policy
+from ..curves.base import UtilityCurves
+from ..dispatch.client import Completion, LiteLLMClient, is_retryable
+from ..dispatch.provider_settings import provider_settings
+from ..estimators.base import CallObservation, CurveEstimator
+from ..estimators.static import StaticEstimator
+from ..ledger import Amount, BudgetExceeded, Caps, Ledger
+from ..pricing import MissingPriceError, ModelPrice, PriceBook
+from ..prompt_margin import PromptMargin
+from ..tokens import count_message_tokens
+from ..usage import Usage
+from .planner import Funds, plan_outputs
+from .results import Plan, PlannedSubtask, SubtaskResult
+from .subtask import Message, Subtask
+
+logger = logging.getLogger("clear_middleware.session")
+
+SubtaskLike = str | Sequence[Message] | Subtask
+OnUnfunded = Literal["result", "fallback", "raise"]
+
+
+class UnfundedSubtasks(Exception):
+    """Raised by ``run`` with ``on_unfunded="raise"`` when the plan abandons subtasks; nothing
+    was sent. ``plan`` holds the allocation, ``indices`` the abandoned subtasks."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.indices = plan.abandoned
+        super().__init__(
+            f"{len(self.indices)} of {len(plan.rows)} subtasks cannot be funded at price "
+            f"{plan.price:.3g}/token (indices {self.indices[:10]}); nothing was sent"
+        )
+
+
+@dataclass
+class _Item:
+    index: int
+    subtask: Subtask
+    subtask_id: str
+    prompt_estimate: int
+    prompt_reserve: int
+
+
+class BudgetSession:
+    """A budgeted agent session: plan, reserve, call through LiteLLM, settle.
+
+    Args:
+        budget_tokens: most tokens the session may spend (prompts and outputs, reasoning
+            included); ``None`` = no token cap.
+        budget_usd: most USD the session may spend; needs a price for ``model`` (LiteLLM's
+            cost map or ``prices``); ``None`` = no USD cap.
+        model: a LiteLLM model name (``"openai/o4-mini"``, ``"anthropic/claude-sonnet-4-5"``),
+            or a model group of ``router``.
+        store: where budgets live: a :class:`~clear_middleware.ledger.Ledger`, a store URI
+            (``"sqlite:///budget.db"``, ``"redis://127.0.0.1:6379/0"``) or ``None`` (memory).
+        estimator: predicts each subtask's curve (default: :class:`StaticEstimator` prior).
+        session_id: the ledger id (default: a fresh UUID); reopening an id resumes its budget.
+        parent: a parent session (or its id, in the same store) whose caps also bind.
+        router: a ``litellm.Router``, its ``model_list``, or a LiteLLM config file path.
+        policy: ``"clear"`` or a baseline (``"uniform"``, ...), for comparisons.
+        min_output_tokens: smallest output cap worth sending (tokens, >= 1).
+        max_output_tokens: largest output cap (tokens); default: the curve's saturation point,
+            clipped by the model's output limit when LiteLLM knows it.
+        granularity: caps are multiples of this many tokens (>= 1).
+        on_unfunded: what abandoned subtasks get: ``"result"`` (an ``unfunded`` result),
+            ``"fallback"`` (sent to ``fallback_model`` with ``fallback_max_tokens``), or
+            ``"raise"`` (:class:`UnfundedSubtasks` before anything is sent).
+        max_concurrency: calls in flight at once (>= 1).
+        max_retries: retries of a retryable provider error per subtask (>= 0).
+        lease_seconds: how long a crashed caller's reservation holds budget.
+        prices: price overrides, ``{model: {"input_cost_per_token": ..,
+            "output_cost_per_token": ..}}`` (the ``litellm.register_model`` convention).
+        **litellm_kwargs: passed to every LiteLLM call (``api_base``, ``api_key``, ...).
+    """
+
+    def __init__(
+        self,
+        budget_tokens: int | None = None,
+        budget_usd: float | None = None,
+        model: str | None = None,
+        *,
+        store: Ledger | str | None = None,
+        estimator: CurveEstimator | None = None,
+        session_id: str | None = None,
+        parent: BudgetSession | str | None = None,
+        router: Any = None,
+        policy: Policy = "clear",
+        min_output_tokens: int = 16,
+        max_output_tokens: int | None = None,
+        granularity: int = 16,
+        on_unfunded: OnUnfunded = "result",
+        fallback_model: str | None = None,
+        fallback_max_tokens: int = 256,
+        max_concurrency: int = 32,
+        max_retries: int = 2,
+        lease_seconds: float = 600.0,
+        prices: dict[str, dict[str, float]] | None = None,
+        **litellm_kwargs: Any,
+    ) -> None:
+        if not model or not isinstance(model, str):
+            raise ValueError("model is required: a LiteLLM model name such as 'openai/o4-mini'")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {list(POLICIES)}; got {policy!r}")
+        if on_unfunded not in ("result", "fallback", "raise"):
+            raise ValueError(f"on_unfunded must be 'result', 'fallback' or 'raise'; got "
+                             f"{on_unfunded!r}")
+        if on_unfunded == "fallback" and not fallback_model:
+            raise ValueError("on_unfunded='fallback' needs fallback_model")
+        self.caps = Caps(tokens=budget_tokens, usd=budget_usd)  # validates both
+        self.model = model
+        self.policy: Policy = policy
+        self.min_output_tokens = non_negative_int("min_output_tokens", min_output_tokens,
+                                                  minimum=1)
+        self.max_output_tokens = (None if max_output_tokens is None else non_negative_int(
+            "max_output_tokens", max_output_tokens, minimum=self.min_output_tokens))
+        self.granularity = non_negative_int("granularity", granularity, minimum=1)
+        self.on_unfunded: OnUnfunded = on_unfunded
+        self.fallback_model = fallback_model
+        self.fallback_max_tokens = non_negative_int("fallback_max_tokens", fallback_max_tokens,
+                                                    minimum=1)
+        self.max_concurrency = non_negative_int("max_concurrency", max_concurrency, minimum=1)
+        self.max_retries = non_negative_int("max_retries", max_retries)
+        self.estimator: CurveEstimator = estimator or StaticEstimator()
+        self.client = LiteLLMClient(router, **litellm_kwargs)
+        self.provider_model = self.client.provider_model(model)
+        self.prices = PriceBook(prices)
+        self.price = self._price_of(self.provider_model, required=budget_usd is not None)
+        self.prompt_margin = PromptMargin()
+        if isinstance(parent, BudgetSession):
+            self.ledger = parent.ledger
+            self.parent_id: str | None = parent.session_id
+        else:
+            self.ledger = store if isinstance(store, Ledger) else Ledger(store or "memory://")
+            self.parent_id = parent
+        self.session_id = session_id or f"session-{uuid.uuid4().hex}"
+        self.lease_seconds = lease_seconds
+        self._opened = False
+        self._calls = itertools.count()
+        self.current_price: float | None = None
+        self._last_plan: Plan | None = None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _price_of(self, model: str, *, required: bool) -> ModelPrice | None:
+        try:
+            return self.prices.price(model)
+        except MissingPriceError:
+            if required:
+                raise
+            return None
+
+    def _open(self) -> None:
+        if not self._opened:
+            self.ledger.open_session(self.session_id, self.caps, parent=self.parent_id,
+                                     lease_seconds=self.lease_seconds)
+            self._opened = True
+
+    async def _aopen(self) -> None:
+        if not self._opened:
+            await self.ledger.aopen_session(self.session_id, self.caps, parent=self.parent_id,
+                                            lease_seconds=self.lease_seconds)
+            self._opened = True
+
+    def _items(self, subtasks: Sequence[SubtaskLike]) -> list[_Item]:
+        if isinstance(subtasks, str | Subtask):
+            raise TypeError("run/plan take a list of subtasks; wrap a single one in a list")
+        items = []
+        for index, raw in enumerate(subtasks):
+            subtask = Subtask.of(raw)
+            estimate = count_message_tokens(subtask.message_list, self.provider_model)
+            items.append(_Item(index, subtask, subtask.id or str(index), estimate,
+                               self.prompt_margin.reserve_tokens(self.model, estimate)))
+        return items
+
+    # -- planning ----------------------------------------------------------------------------
+    def _model_output_limit(self) -> int | None:
+        limit = provider_settings(self.provider_model, 10**9).model_max_output_tokens
+        if self.max_output_tokens is None:
+            return limit
+        return self.max_output_tokens if limit is None else min(limit, self.max_output_tokens)
+
+    def _plan(self, items: Sequence[_Item], funds: Funds) -> Plan:
+        curves: UtilityCurves = self.estimator.estimate([i.subtask for i in items],
+                                                        self.provider_model)
+        prompts = np.array([i.prompt_reserve for i in items], dtype=np.int64)
+        outputs = plan_outputs(
+            curves, prompts, funds, self.price, policy=self.policy,
+            min_output_tokens=self.min_output_tokens,
+            max_output_tokens=self._model_output_limit(), granularity=self.granularity,
+        )
+        values = np.where(outputs.output_tokens > 0,
+                          curves.value(outputs.output_tokens.astype(np.float64)), 0.0)
+        rows = tuple(
+            PlannedSubtask(
+                index=item.index, subtask_id=item.subtask_id, kind=item.subtask.kind,
+                prompt_tokens=int(prompts[k]), curve=_describe(curves, k),
+                output_tokens=int(outputs.output_tokens[k]),
+                expected_utility=float(values[k]), funded=bool(outputs.output_tokens[k] > 0),
+            )
+            for k, item in enumerate(items)
+        )
+        plan = Plan(self.model, self.policy, outputs.allocation.price, outputs.budget_tokens,
+                    rows, float(values.sum()), outputs.allocation.upper_bound,
+                    outputs.allocation)
+        self.current_price = plan.price
+        self._last_plan = plan
+        return plan
+
+    def _funds(self) -> Funds:
+        balance = self.ledger.remaining(self.session_id)
+        return Funds(balance.available_tokens, balance.available_usd)
+
+    async def _afunds(self) -> Funds:
+        balance = await self.ledger.aremaining(self.session_id)
+        return Funds(balance.available_tokens, balance.available_usd)
+
+    def plan(self, subtasks: Sequence[SubtaskLike]) -> Plan:
+        """The allocation of ``subtasks`` on what the session has left; nothing is called.
+
+        ``print(session.plan(subtasks))`` shows, per subtask, the predicted curve, its output
+        cap, expected utility and whether it is funded, and the price.
+        """
+        self._open()
+        return self._plan(self._items(subtasks), self._funds())
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, subtasks: Sequence[SubtaskLike], **kwargs: Any) -> list[SubtaskResult]:
+        """Plan, reserve, call concurrently, settle; one result per subtask, in order.
+
+        Blocking wrapper of :meth:`arun` (use ``await session.arun(...)`` inside an event
+        loop).
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun(subtasks, **kwargs))
+        raise RuntimeError("run() was called inside a running event loop; use await arun()")
+
+    async def arun(
+        self,
+        subtasks: Sequence[SubtaskLike],
+        *,
+        on_result: Callable[[SubtaskResult], None] | None = None,
+        **call_kwargs: Any,
+    ) -> list[SubtaskResult]:
+        """Async :meth:`run`.
+
+        Args:
+            subtasks: prompt strings, chat-message lists or :class:`Subtask` objects.
+            on_result: called with each result as it settles (progress bars, logging).
+            **call_kwargs: extra LiteLLM arguments for these calls (``temperature``, ``seed``).
+        """
+        await self._aopen()
+        items = self._items(subtasks)
+        results: list[SubtaskResult | None] = [None] * len(items)
+        pending = {item.index: item for item in items}
+        running: dict[asyncio.Task[SubtaskResult], _Item] = {}
+        plan = self._plan(items, await self._afunds())
+        if self.on_unfunded == "raise" and plan.abandoned:
+            raise UnfundedSubtasks(plan)
+        refused: set[int] = set()
+
+        def finish(result: SubtaskResult) -> None:
+            results[result.index] = result
+            if on_result is not None:
+                on_result(result)
+
+        try:
+            while pending or running:
+                if pending and len(running) < self.max_concurrency:
+                    waiting = [pending[i] for i in sorted(pending)]
+                    plan = self._plan(waiting, await self._afunds())
+                    for row, item in zip(plan.rows, waiting, strict=True):
+                        if len(running) >= self.max_concurrency:
+                            break
+                        if not row.funded or item.index in refused:
+                            continue
+                        reserved = await self._areserve(item, row.output_tokens, attempt=0)
+                        if reserved is None:  # another caller drained the pool: re-plan
+                            refused.add(item.index)
+                            continue
+                        del pending[item.index]
+                        task = asyncio.create_task(
+                            self._acall(item, row.output_tokens, reserved, call_kwargs))
+                        running[task] = item
+                if not running:
+                    break  # nothing in flight and nothing fundable
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    del running[task]
+                    finish(task.result())
+                refused.clear()  # settled calls returned tokens: worth trying again
+        finally:
+            for task in running:
+                task.cancel()
+        price = plan.price if pending else self.current_price
+        for item in (pending[i] for i in sorted(pending)):
+            finish(await self._unfunded(item, price, call_kwargs))
+        return [r for r in results if r is not None]
+
+    def _call_id(self, item: _Item, attempt: int) -> str:
+        suffix = "" if attempt == 0 else f"-retry{attempt}"
+        return f"{self.session_id[:40]}/{next(self._calls)}/{item.subtask_id[:80]}{suffix}"
+
+    async def _areserve(self, item: _Item, output_tokens: int, attempt: int) -> str | None:
+        call_id = self._call_id(item, attempt)
+        amount = Amount.for_call(item.prompt_reserve, output_tokens, self.price)
+        try:
+            await self.ledger.areserve(self.session_id, call_id, amount)
+        except BudgetExceeded:
+            return None
+        return call_id
+
+    async def _acall(
+        self, item: _Item, output_tokens: int, call_id: str, call_kwargs: dict[str, Any]
+    ) -> SubtaskResult:
+        """One subtask: call, settle, retry retryable errors under a fresh reservation."""
+        settings = provider_settings(self.provider_model, output_tokens).kwargs
+        usage_total = Usage()
+        call_ids: list[str] = []
+        attempt = 0
+        while True:
+            call_ids.append(call_id)
+            try:
+                completion = await self.client.acomplete(
+                    self.model, item.subtask.message_list, settings,
+                    **_metadata(item), **call_kwargs)
+            except asyncio.CancelledError:
+                await self.ledger.arelease(self.session_id, call_id)
+                raise
+            except Exception as error:  # provider errors: release, maybe retry
+                await self.ledger.arelease(self.session_id, call_id)
+                logger.info("call %s failed: %s", call_id, type(error).__name__)
+                if attempt < self.max_retries and is_retryable(error):
+                    attempt += 1
+                    retry_id = await self._areserve(item, output_tokens, attempt)
+                    if retry_id is not None:
+                        call_id = retry_id
+                        continue
+                return SubtaskResult(
+                    item.index, item.subtask_id, "error", usage=usage_total,
+                    cost_usd=self._cost(usage_total), tokens_allocated=output_tokens,
+                    model=self.model, attempts=attempt + 1, call_ids=tuple(call_ids),
+                    error=f"{type(error).__name__}: {error}"[:500],
+                )
+            usage_total = _add(usage_total, completion.usage)
+            await self._asettle(item, call_id, completion, output_tokens)
+            return SubtaskResult(
+                item.index, item.subtask_id, "ok", text=completion.text, usage=usage_total,
+                cost_usd=self._cost(usage_total), tokens_allocated=output_tokens,
+                finish_reason=completion.finish_reason, model=self.model,
+                attempts=attempt + 1, call_ids=tuple(call_ids),
+            )
+
+    async def _asettle(
+        self, item: _Item, call_id: str, completion: Completion, output_tokens: int
+    ) -> None:
+        usage = completion.usage
+        if usage is None:
+            logger.warning("call %s returned no usage: charged at its reservation", call_id)
+            await self.ledger.acommit(self.session_id, call_id, None)
+            return
+        await self.ledger.acommit(self.session_id, call_id, Amount.of_usage(usage, self.price))
+        self.prompt_margin.observe(self.model, estimated=item.prompt_estimate,
+                                   reported=usage.prompt_tokens)
+        self.estimator.observe(CallObservation(
+            kind=item.subtask.kind, model=self.provider_model, cap=output_tokens,
+            completion_tokens=usage.completion_tokens,
+            finished=completion.finish_reason != "length", hint=item.subtask.hint,
+        ))
+
+    async def _unfunded(
+        self, item: _Item, price: float | None, call_kwargs: dict[str, Any]
+    ) -> SubtaskResult:
+        if self.on_unfunded == "fallback" and self.fallback_model:
+            result = await self._afallback(item, call_kwargs)
+            if result is not None:
+                return result
+        return SubtaskResult(item.index, item.subtask_id, "unfunded", price=price)
+
+    async def _afallback(self, item: _Item, call_kwargs: dict[str, Any]) -> SubtaskResult | None:
+        model = self.fallback_model
+        assert model is not None
+        price = self._price_of(self.client.provider_model(model),
+                               required=self.caps.usd is not None)
+        call_id = self._call_id(item, 0) + "-fallback"
+        amount = Amount.for_call(item.prompt_reserve, self.fallback_max_tokens, price)
+        try:
+            await self.ledger.areserve(self.session_id, call_id, amount)
+        except BudgetExceeded:
+            return None
+        settings = provider_settings(self.client.provider_model(model),
+                                     self.fallback_max_tokens).kwargs
+        try:
+            completion = await self.client.acomplete(model, item.subtask.message_list, settings,
+                                                     **_metadata(item), **call_kwargs)
+        except Exception as error:
+            await self.ledger.arelease(self.session_id, call_id)
+            return SubtaskResult(item.index, item.subtask_id, "error", model=model, attempts=1,
+                                 call_ids=(call_id,), error=f"{type(error).__name__}: {error}",
+                                 fallback=True)
+        usage = completion.usage
+        await self.ledger.acommit(self.session_id, call_id,
+                                  None if usage is None else Amount.of_usage(usage, price))
+        return SubtaskResult(
+            item.index, item.subtask_id, "ok", text=completion.text, usage=usage or Usage(),
+            cost_usd=None if price is None or usage is None else price.cost_usd(
+                usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens),
+            tokens_allocated=self.fallback_max_tokens, finish_reason=completion.finish_reason,
+            model=model, attempts=1, call_ids=(call_id,), fallback=True,
+        )
+
+    # -- one streamed call -------------------------------------------------------------------
+    async def astream(self, subtask: SubtaskLike, **call_kwargs: Any) -> AsyncIterator[str]:
+        """Stream one subtask's answer text, funded at the session's current price.
+
+        The call asks the provider for a final usage chunk and settles it; a consumer that
+        stops early (``break``, ``aclose()``) closes the stream, and the call, reporting no
+        usage, is charged at its reservation (never less than the provider could bill).
+        Raises :class:`UnfundedSubtasks` when the subtask cannot be funded.
+        """
+        await self._aopen()
+        item = self._items([subtask])[0]
+        plan = self._plan([item], await self._afunds())
+        row = plan.rows[0]
+        if not row.funded:
+            raise UnfundedSubtasks(plan)
+        call_id = await self._areserve(item, row.output_tokens, attempt=0)
+        if call_id is None:
+            raise UnfundedSubtasks(plan)
+        settings = provider_settings(self.provider_model, row.output_tokens).kwargs
+        usage: Usage | None = None
+        finish_reason: str | None = None
+        settled = False
+        try:
+            async for chunk in self.client.astream(self.model, item.subtask.message_list,
+                                                   settings, **_metadata(item), **call_kwargs):
+                usage = Usage.from_response(chunk) or usage
+                for choice in getattr(chunk, "choices", None) or ():
+                    finish_reason = getattr(choice, "finish_reason", None) or finish_reason
+                    delta = getattr(choice, "delta", None)
+                    text = getattr(delta, "content", None) if delta is not None else None
+                    if text:
+                        yield text
+            completion = Completion("", "", usage, finish_reason)
+            await self._asettle(item, call_id, completion, row.output_tokens)
+            settled = True
+        except Exception:
+            await self.ledger.arelease(self.session_id, call_id)
+            settled = True
+            raise
+        finally:
+            if not settled:  # the consumer stopped early (GeneratorExit / cancellation)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._asettle(
+                        item, call_id, Completion("", "", usage, finish_reason),
+                        row.output_tokens))
+
+    # -- accounting --------------------------------------------------------------------------
+    def _cost(self, usage: Usage) -> float | None:
+        if self.price is None:
+            return None
+        return self.price.cost_usd(usage.prompt_tokens, usage.completion_tokens,
+                                   usage.reasoning_tokens)
+
+    def remaining(self):
+        """The session's balance: spent, reserved and available tokens / USD."""
+        self._open()
+        return self.ledger.remaining(self.session_id)
+
+    def statement(self):
+        """Every ledger decision of this session (ids and counts only), in order."""
+        self._open()
+        return self.ledger.statement(self.session_id)
+
+    def __repr__(self) -> str:
+        return (f"BudgetSession(model={self.model!r}, caps={self.caps}, "
+                f"session_id={self.session_id!r})")
+
+
+def _metadata(item: _Item) -> dict[str, Any]:
+    return {"metadata": dict(item.subtask.metadata)} if item.subtask.metadata else {}
+
+
+def _add(total: Usage, usage: Usage | None) -> Usage:
+    if usage is None:
+        return total
+    return Usage(total.prompt_tokens + usage.prompt_tokens,
+                 total.completion_tokens + usage.completion_tokens,
+                 total.reasoning_tokens + usage.reasoning_tokens)
+
+
+def _describe(curves: UtilityCurves, k: int) -> str:
+    rate = getattr(curves, "rate", None)
+    if rate is not None:
+        return (f"surge(a={curves.ceiling[k]:.2f}, tau={curves.threshold[k]:.0f}, "
+                f"width={1 / rate[k]:.0f})")
+    return f"curve(ceiling={curves.ceiling[k]:.2f}, threshold={curves.threshold[k]:.0f})"
