@@ -155,10 +155,10 @@ class LiteLLMClient:
 
 def _make_router(router: Any) -> Any:
     if isinstance(router, str | Path):
-        config = _read_config(Path(router))
-        router = config.get("model_list")
+        path = Path(router)
+        router = _read_config(path).get("model_list")
         if not router:
-            raise ValueError(f"router config {str(router)!r} has no model_list")
+            raise ValueError(f"router config {str(path)!r} has no model_list")
     if isinstance(router, list):
         litellm = import_litellm()
         return litellm.Router(model_list=router)
