@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..curves.base import UtilityCurves
-from ..session.subtask import Subtask
+from ..subtask import Subtask
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,7 @@ class CallObservation:
     """What one settled call revealed about its subtask's curve.
 
     Attributes:
+        call_id: the ledger call id (correctness reports refer to it).
         kind: the subtask's task kind (``None`` = the default kind).
         model: the model that answered.
         cap: the output cap the call ran under (tokens).
@@ -25,6 +26,7 @@ class CallObservation:
         correct: correctness reported by the application (``None`` = unknown).
     """
 
+    call_id: str
     kind: str | None
     model: str
     cap: int
@@ -44,4 +46,10 @@ class CurveEstimator(Protocol):
 
     def observe(self, observation: CallObservation) -> None:
         """Learn from a settled call (estimators that do not learn ignore it)."""
+        ...
+
+    def record_outcome(
+        self, call_id: str, correct: bool, *, model: str, kind: str | None, hint: str | None
+    ) -> None:
+        """Learn the correctness the application reports for a settled call."""
         ...

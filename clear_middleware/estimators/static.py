@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..curves.shifted_surge import ShiftedSurge
-from ..session.subtask import Subtask
+from ..subtask import Subtask
 from .base import CallObservation
 
 DEFAULT_PRIOR = ShiftedSurge(ceiling=0.6, threshold=130.0, rate=1 / 1400.0)
@@ -55,4 +55,9 @@ class StaticEstimator:
         )
 
     def observe(self, observation: CallObservation) -> None:
+        """Static curves do not learn."""
+
+    def record_outcome(
+        self, call_id: str, correct: bool, *, model: str, kind: str | None, hint: str | None
+    ) -> None:
         """Static curves do not learn."""

@@ -41,15 +41,16 @@ from ..estimators.static import StaticEstimator
 from ..ledger import Amount, BudgetExceeded, Caps, Ledger
 from ..pricing import MissingPriceError, ModelPrice, PriceBook
 from ..prompt_margin import PromptMargin
+from ..subtask import Message, Subtask
 from ..tokens import count_message_tokens
 from ..usage import Usage
 from .planner import Funds, plan_outputs
 from .results import Plan, PlannedSubtask, SubtaskResult
-from .subtask import Message, Subtask
 
 logger = logging.getLogger("clear_middleware.session")
 
 SubtaskLike = str | Sequence[Message] | Subtask
+_MAX_REMEMBERED_CALLS = 100_000  # settled calls a correctness report may still refer to
 OnUnfunded = Literal["result", "fallback", "raise"]
 
 
@@ -172,6 +173,8 @@ class BudgetSession:
         self._calls = itertools.count()
         self.current_price: float | None = None
         self._last_plan: Plan | None = None
+        # call id -> (kind, hint) of settled calls, for correctness reports (bounded).
+        self._settled_calls: dict[str, tuple[str | None, str | None]] = {}
 
     # -- set-up ------------------------------------------------------------------------------
     def _price_of(self, model: str, *, required: bool) -> ModelPrice | None:
@@ -396,8 +399,11 @@ class BudgetSession:
         await self.ledger.acommit(self.session_id, call_id, Amount.of_usage(usage, self.price))
         self.prompt_margin.observe(self.model, estimated=item.prompt_estimate,
                                    reported=usage.prompt_tokens)
+        self._settled_calls[call_id] = (item.subtask.kind, item.subtask.hint)
+        if len(self._settled_calls) > _MAX_REMEMBERED_CALLS:
+            self._settled_calls.pop(next(iter(self._settled_calls)))
         self.estimator.observe(CallObservation(
-            kind=item.subtask.kind, model=self.provider_model, cap=output_tokens,
+            call_id=call_id, kind=item.subtask.kind, model=self.provider_model, cap=output_tokens,
             completion_tokens=usage.completion_tokens,
             finished=completion.finish_reason != "length", hint=item.subtask.hint,
         ))
@@ -488,6 +494,25 @@ class BudgetSession:
                     await asyncio.shield(self._asettle(
                         item, call_id, Completion("", "", usage, finish_reason),
                         row.output_tokens))
+
+    # -- feedback ----------------------------------------------------------------------------
+    def record_outcome(self, call: str | SubtaskResult, *, correct: bool) -> None:
+        """Tell the estimator whether a settled call's answer was correct.
+
+        Args:
+            call: a result of :meth:`run` (its last call is meant) or a ledger call id.
+            correct: the application's verdict. Learning estimators use it to learn the
+                curve's ceiling; static ones ignore it.
+
+        Raises:
+            KeyError: the call id is not a call this session settled.
+        """
+        call_id = call.call_ids[-1] if isinstance(call, SubtaskResult) and call.call_ids else call
+        if not isinstance(call_id, str) or call_id not in self._settled_calls:
+            raise KeyError(f"call {call_id!r} was not settled by this session")
+        kind, hint = self._settled_calls[call_id]
+        self.estimator.record_outcome(call_id, correct, model=self.provider_model, kind=kind,
+                                      hint=hint)
 
     # -- accounting --------------------------------------------------------------------------
     def _cost(self, usage: Usage) -> float | None:
