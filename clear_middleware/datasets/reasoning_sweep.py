@@ -180,3 +180,32 @@ def item_rollouts(table: SweepTable, model: str) -> ItemRollouts:
         cap=padded(runs.cap, 1.0, np.float64),
         valid=padded(np.ones(len(runs), dtype=bool), False, bool),
     )
+
+
+BUNDLED_MATH500 = "math500_items.jsonl.gz"
+
+
+@dataclass(frozen=True)
+class Math500Item:
+    """One MATH-500 problem: its id (the sweep's ``item_id``), subject, level 1-5, text."""
+
+    unique_id: str
+    subject: str
+    level: int
+    problem: str
+    answer: str
+
+
+def load_math500() -> dict[str, Math500Item]:
+    """The bundled MATH-500 problems by ``unique_id`` (MIT License; see the data README)."""
+    import json
+
+    raw = resources.files("clear_middleware").joinpath("data", BUNDLED_MATH500).read_bytes()
+    items = {}
+    for line in gzip.decompress(raw).decode("utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            items[row["unique_id"]] = Math500Item(row["unique_id"], row["subject"],
+                                                  int(row["level"]), row["problem"],
+                                                  row["answer"])
+    return items
