@@ -25,6 +25,7 @@ call id is safe.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -47,59 +48,97 @@ from clear_middleware.ledger.types import (
 
 __all__ = ["RedisStore"]
 
-# Shared Lua prelude. ARGV[1] = key prefix, ARGV[2] = retention (s), ARGV[3] = now (ms) or ''
-# for the server clock. Numbers are formatted with %d before they reach Redis: Lua numbers are
-# doubles, and their default string form turns 1e15 into "1e+15".
+# Scripts are built per store with its key prefix, retention and reclaim batch written in as
+# constants (fewer arguments to send on every call). ARGV[1] is "now" in ms, or '' for the
+# server clock. Numbers are formatted with %d before they reach Redis: Lua numbers are doubles,
+# and their default string form turns 1e15 into "1e+15".
 _PRELUDE = r"""
-local P = ARGV[1]
-local TTL = tonumber(ARGV[2])
+local P, TTL, BATCH = '@PREFIX@', @TTL@, @BATCH@
 local NOW
-if ARGV[3] ~= '' then NOW = tonumber(ARGV[3]) else
+if ARGV[1] ~= '' then NOW = tonumber(ARGV[1]) else
   local t = redis.call('TIME')
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local LEASES = P .. ':leases'
+local LEASES, SEQ = P .. ':leases', P .. ':seq'
 local function I(x) return string.format('%d', x) end
 local function skey(sid) return P .. ':s:' .. sid end
-local function ckey(sid, cid) return P .. ':c:' .. #sid .. ':' .. sid .. cid end
 -- "<session>\0<call>": ties in lease end then sort by (session, call) as in the other stores
 -- (ids are printable, so never contain NUL).
 local function lease_member(sid, cid) return sid .. '\0' .. cid end
 
-local function chain(sid)
-  local rows, cur = {}, sid
-  for _ = 1, 128 do
-    local v = redis.call('HMGET', skey(cur), 'parent', 'ct', 'cn', 'lease', 'st', 'sn', 'rt', 'rn')
+-- A call lives in its session's hash as field "c:<call>" =
+-- "state|reserved tokens|reserved nano|lease end|charged tokens|charged nano|settled tokens|
+--  settled nano|over|reason".
+local function unpack_call(v)
+  if not v then return nil end
+  local s, t, n, e, ct, cn, st, sn, ov, rs = string.match(v,
+    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  return {state = s, t = tonumber(t), n = tonumber(n), exp = tonumber(e), ct = ct, cn = cn,
+    st = st, sn = sn, ov = ov, rs = rs}
+end
+local function pack_call(c)
+  return string.format('%s|%d|%d|%d|%s|%s|%s|%s|%s|%s', c.state, c.t, c.n, c.exp, c.ct, c.cn,
+    c.st, c.sn, c.ov, c.rs)
+end
+
+-- The session and its ancestors (and, when cid is given, the call from the session's hash,
+-- read in the same HMGET).
+local function chain(sid, cid)
+  local rows, cur, call = {}, sid, nil
+  for depth = 1, 128 do
+    local v
+    if depth == 1 and cid then
+      v = redis.call('HMGET', skey(cur), 'parent', 'ct', 'cn', 'lease', 'st', 'sn', 'rt', 'rn',
+        'tch', 'c:' .. cid)
+      call = unpack_call(v[10])
+    else
+      v = redis.call('HMGET', skey(cur), 'parent', 'ct', 'cn', 'lease', 'st', 'sn', 'rt', 'rn',
+        'tch')
+    end
     if not v[4] then return nil, cur end
     rows[#rows + 1] = {id = cur, parent = v[1], ct = tonumber(v[2]), cn = tonumber(v[3]),
       lease = tonumber(v[4]), st = tonumber(v[5]), sn = tonumber(v[6]),
-      rt = tonumber(v[7]), rn = tonumber(v[8])}
-    if v[1] == '' then return rows end
+      rt = tonumber(v[7]), rn = tonumber(v[8]), tch = tonumber(v[9]) or 0}
+    if v[1] == '' then return rows, nil, call end
     cur = v[1]
   end
   return nil, cur
 end
 
--- The script runs atomically, so one HSET of the new counters replaces four HINCRBYs.
--- TTLs are refreshed by reservations (touch = true): every settlement follows one.
-local function add(rows, st, sn, rt, rn, touch)
-  for _, r in ipairs(rows) do
+-- Refresh TTLs at most every TTL/10 per session (its hash, statement and sub-session set),
+-- instead of three EXPIREs on every operation.
+local function touch(r, extra)
+  if NOW - r.tch < TTL * 100 then return end
+  r.tch = NOW
+  extra[#extra + 1] = 'tch'
+  extra[#extra + 1] = I(NOW)
+  redis.call('EXPIRE', skey(r.id), TTL)
+  redis.call('EXPIRE', P .. ':l:' .. r.id, TTL)
+  redis.call('EXPIRE', P .. ':k:' .. r.id, TTL)
+  redis.call('EXPIRE', LEASES, TTL)
+  redis.call('EXPIRE', SEQ, TTL)
+end
+
+-- Apply counter deltas to every session of the chain, one HSET each; the first session's
+-- HSET also writes the call (cid, packed) when given.
+local function add(rows, st, sn, rt, rn, cid, packed, refresh)
+  for i, r in ipairs(rows) do
     r.st, r.sn, r.rt, r.rn = r.st + st, r.sn + sn, r.rt + rt, r.rn + rn
-    local k = skey(r.id)
-    redis.call('HSET', k, 'st', I(r.st), 'sn', I(r.sn), 'rt', I(r.rt), 'rn', I(r.rn))
-    if touch then
-      redis.call('EXPIRE', k, TTL)
-      if r.parent ~= '' then redis.call('EXPIRE', P .. ':k:' .. r.parent, TTL) end
+    local extra = {}
+    if refresh then touch(r, extra) end
+    if i == 1 and cid then
+      extra[#extra + 1] = 'c:' .. cid
+      extra[#extra + 1] = packed
     end
+    redis.call('HSET', skey(r.id), 'st', I(r.st), 'sn', I(r.sn), 'rt', I(r.rt), 'rn', I(r.rn),
+      unpack(extra))
   end
 end
 
-local function record(sid, cid, kind, t, n, rt, rn, over, reason, touch)
-  local seq = redis.call('INCR', P .. ':seq')
-  local lk = P .. ':l:' .. sid
-  redis.call('RPUSH', lk, string.format('%d|%s|%d|%d|%d|%d|%d|%d|%d|', seq, kind, t, n, rt, rn,
-    NOW, over, #reason) .. reason .. cid)
-  if touch then redis.call('EXPIRE', lk, TTL) end
+local function record(sid, cid, kind, t, n, rt, rn, over, reason)
+  local seq = redis.call('INCR', SEQ)
+  redis.call('RPUSH', P .. ':l:' .. sid, string.format('%d|%s|%d|%d|%d|%d|%d|%d|%d|', seq, kind,
+    t, n, rt, rn, NOW, over, #reason) .. reason .. cid)
 end
 
 local function available(rows)
@@ -121,43 +160,36 @@ local function reclaim(limit)
   local due
   if limit < 0 then due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW)
   else due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, limit) end
-  local n = 0
+  local count = 0
   for _, m in ipairs(due) do
     redis.call('ZREM', LEASES, m)
     local cut = string.find(m, '\0', 1, true)
-    local sid = string.sub(m, 1, cut - 1)
-    local cid = string.sub(m, cut + 1)
-    local ck = ckey(sid, cid)
-    local c = redis.call('HMGET', ck, 'state', 't', 'n', 'exp')
-    if c[1] == 'reserved' and tonumber(c[4]) <= NOW then
-      local rows = chain(sid)
-      if rows then
-        local t, nn = tonumber(c[2]), tonumber(c[3])
-        add(rows, 0, 0, -t, -nn, false)
-        redis.call('HSET', ck, 'state', 'expired')
-        record(sid, cid, 'expire', t, nn, t, nn, 0, '', false)
-        n = n + 1
-      end
+    local sid, cid = string.sub(m, 1, cut - 1), string.sub(m, cut + 1)
+    local rows, _, c = chain(sid, cid)
+    if rows and c and c.state == 'reserved' and c.exp <= NOW then
+      c.state = 'expired'
+      add(rows, 0, 0, -c.t, -c.n, cid, pack_call(c), false)
+      record(sid, cid, 'expire', c.t, c.n, c.t, c.n, 0, '')
+      count = count + 1
     end
   end
-  return n
+  return count
 end
 """
 
 _OPEN = _PRELUDE + r"""
-local sid, ct, cn, parent, lease = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local sid, ct, cn, parent, lease = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local k = skey(sid)
 local v = redis.call('HMGET', k, 'ct', 'cn', 'parent', 'lease')
 if v[4] then
   if v[1] ~= ct or v[2] ~= cn or v[3] ~= parent then return {'conflict', v[1], v[2], v[3]} end
-  redis.call('EXPIRE', k, TTL)
   return {'ok', v[1], v[2], v[3], v[4]}
 end
 if parent ~= '' and redis.call('EXISTS', skey(parent)) == 0 then
   return {'unknown_session', parent}
 end
 redis.call('HSET', k, 'ct', ct, 'cn', cn, 'parent', parent, 'lease', lease,
-  'st', 0, 'sn', 0, 'rt', 0, 'rn', 0)
+  'st', 0, 'sn', 0, 'rt', 0, 'rn', 0, 'tch', I(NOW))
 redis.call('EXPIRE', k, TTL)
 if parent ~= '' then
   redis.call('SADD', P .. ':k:' .. parent, sid)
@@ -167,90 +199,79 @@ return {'ok', ct, cn, parent, lease}
 """
 
 _RESERVE = _PRELUDE + r"""
-reclaim(tonumber(ARGV[9]))
-local sid, cid, t, n = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
-local rows, missing = chain(sid)
+reclaim(BATCH)
+local sid, cid, t, n = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local rows, missing, c = chain(sid, cid)
 if not rows then return {'unknown_session', missing} end
-local ck = ckey(sid, cid)
-local c = redis.call('HMGET', ck, 'state', 't', 'n', 'exp')
-if c[1] then
-  if c[1] == 'reserved' and tonumber(c[2]) == t and tonumber(c[3]) == n then
-    return {'ok', c[4], 1}
-  end
-  return {'call_state', c[1], c[2], c[3]}
+if c then
+  if c.state == 'reserved' and c.t == t and c.n == n then return {'ok', I(c.exp), 1} end
+  return {'call_state', c.state, I(c.t), I(c.n)}
 end
 local at, bt, an, bn = available(rows)
 local dim, binding
 if at ~= nil and t > at then dim, binding = 'tokens', bt
 elseif an ~= nil and n > an then dim, binding = 'usd', bn end
 if dim then
-  record(sid, cid, 'refuse', t, n, 0, 0, 0, dim .. ' cap of session ' .. binding, true)
+  record(sid, cid, 'refuse', t, n, 0, 0, 0, dim .. ' cap of session ' .. binding)
   return {'refused', dim, binding, at and I(at) or '', an and I(an) or ''}
 end
 local lease = rows[1].lease
-if ARGV[8] ~= '' then lease = tonumber(ARGV[8]) end
+if ARGV[6] ~= '' then lease = tonumber(ARGV[6]) end
 local exp = NOW + lease
-add(rows, 0, 0, t, n, true)
-redis.call('HSET', ck, 'state', 'reserved', 't', I(t), 'n', I(n), 'exp', I(exp))
-redis.call('EXPIRE', ck, TTL)
+local call = {state = 'reserved', t = t, n = n, exp = exp, ct = 0, cn = 0, st = 0, sn = 0,
+  ov = 0, rs = ''}
+add(rows, 0, 0, t, n, cid, pack_call(call), true)
 redis.call('ZADD', LEASES, I(exp), lease_member(sid, cid))
-record(sid, cid, 'reserve', t, n, t, n, 0, '', true)
+record(sid, cid, 'reserve', t, n, t, n, 0, '')
 return {'ok', I(exp), 0}
 """
 
 _COMMIT = _PRELUDE + r"""
-reclaim(tonumber(ARGV[8]))
-local sid, cid = ARGV[4], ARGV[5]
-local rows, missing = chain(sid)
+reclaim(BATCH)
+local sid, cid = ARGV[2], ARGV[3]
+local rows, missing, c = chain(sid, cid)
 if not rows then return {'unknown_session', missing} end
-local ck = ckey(sid, cid)
-local c = redis.call('HMGET', ck, 'state', 't', 'n', 'ct', 'cn', 'srt', 'srn', 'ov', 'rs')
-if not c[1] then return {'unknown_call'} end
-if c[1] == 'committed' then return {'replay', c[4], c[5], c[6], c[7], c[8], c[9]} end
-if c[1] == 'released' then return {'call_state', 'released'} end
+if not c then return {'unknown_call'} end
+if c.state == 'committed' then return {'replay', c.ct, c.cn, c.st, c.sn, c.ov, c.rs} end
+if c.state == 'released' then return {'call_state', 'released'} end
 local rt, rn = 0, 0
 local reasons = {}
-local rest, resn = tonumber(c[2]), tonumber(c[3])
-if c[1] == 'reserved' then rt, rn = rest, resn else reasons[#reasons + 1] = 'after_expiry' end
+if c.state == 'reserved' then rt, rn = c.t, c.n else reasons[#reasons + 1] = 'after_expiry' end
 local t, n
-if ARGV[6] == '' then
-  t, n = rest, resn
+if ARGV[4] == '' then
+  t, n = c.t, c.n
   reasons[#reasons + 1] = 'no_usage'
 else
-  t, n = tonumber(ARGV[6]), tonumber(ARGV[7])
+  t, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 end
 local over = 0
-if t > rest or n > resn then over = 1 end
+if t > c.t or n > c.n then over = 1 end
 local reason = table.concat(reasons, ',')
-add(rows, t, n, -rt, -rn, false)
-if c[1] == 'reserved' then redis.call('ZREM', LEASES, lease_member(sid, cid)) end
-redis.call('HSET', ck, 'state', 'committed', 'ct', I(t), 'cn', I(n), 'srt', I(rt), 'srn', I(rn),
-  'ov', over, 'rs', reason)
-record(sid, cid, 'commit', t, n, rt, rn, over, reason, false)
+if c.state == 'reserved' then redis.call('ZREM', LEASES, lease_member(sid, cid)) end
+c.state, c.ct, c.cn, c.st, c.sn, c.ov, c.rs = 'committed', I(t), I(n), I(rt), I(rn), over, reason
+add(rows, t, n, -rt, -rn, cid, pack_call(c), false)
+record(sid, cid, 'commit', t, n, rt, rn, over, reason)
 return {'ok', I(t), I(n), I(rt), I(rn), over, reason}
 """
 
 _RELEASE = _PRELUDE + r"""
-reclaim(tonumber(ARGV[6]))
-local sid, cid = ARGV[4], ARGV[5]
-local rows, missing = chain(sid)
+reclaim(BATCH)
+local sid, cid = ARGV[2], ARGV[3]
+local rows, missing, c = chain(sid, cid)
 if not rows then return {'unknown_session', missing} end
-local ck = ckey(sid, cid)
-local c = redis.call('HMGET', ck, 'state', 't', 'n', 'ct', 'cn', 'srt', 'srn', 'ov', 'rs')
-if not c[1] then return {'unknown_call'} end
-if c[1] == 'committed' then return {'replay', c[4], c[5], c[6], c[7], c[8], c[9]} end
-if c[1] ~= 'reserved' then return {'noop', c[1]} end
-local t, n = tonumber(c[2]), tonumber(c[3])
-add(rows, 0, 0, -t, -n, false)
+if not c then return {'unknown_call'} end
+if c.state == 'committed' then return {'replay', c.ct, c.cn, c.st, c.sn, c.ov, c.rs} end
+if c.state ~= 'reserved' then return {'noop', c.state} end
 redis.call('ZREM', LEASES, lease_member(sid, cid))
-redis.call('HSET', ck, 'state', 'released')
-record(sid, cid, 'release', t, n, t, n, 0, '', false)
-return {'ok', I(t), I(n)}
+c.state = 'released'
+add(rows, 0, 0, -c.t, -c.n, cid, pack_call(c), false)
+record(sid, cid, 'release', c.t, c.n, c.t, c.n, 0, '')
+return {'ok', I(c.t), I(c.n)}
 """
 
 _BALANCE = _PRELUDE + r"""
-reclaim(tonumber(ARGV[5]))
-local rows, missing = chain(ARGV[4])
+reclaim(BATCH)
+local rows, missing = chain(ARGV[2])
 if not rows then return {'unknown_session', missing} end
 local at, _, an, _ = available(rows)
 local r = rows[1]
@@ -259,11 +280,12 @@ return {'ok', I(r.ct), I(r.cn), r.parent, I(r.lease), I(r.st), I(r.sn), I(r.rt),
 """
 
 _RECLAIM = _PRELUDE + r"""
-return reclaim(tonumber(ARGV[4]))
+return reclaim(tonumber(ARGV[2]))
 """
 
 
 _INFO_FIELDS = ["ct", "cn", "parent", "lease"]
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def _int_or_none(raw: bytes | str) -> int | None:
@@ -319,15 +341,16 @@ class RedisStore:
             raise ImportError(
                 "RedisStore needs redis-py: pip install 'clear-middleware[redis]'"
             ) from error
-        if not isinstance(namespace, str) or not namespace or "{" in namespace or "}" in namespace:
-            raise ValueError(f"namespace must be a non-empty str without braces, got {namespace!r}")
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+            raise ValueError(
+                f"namespace must be 1-64 characters of A-Z a-z 0-9 _ . : -, got {namespace!r}"
+            )
         if isinstance(retention_seconds, bool) or not isinstance(retention_seconds, int) or (
             retention_seconds <= 0
         ):
             raise ValueError(f"retention_seconds must be an int > 0, got {retention_seconds!r}")
         self.url = url
         self._prefix = "{" + namespace + "}"
-        self._retention = str(retention_seconds)
         self._clock = clock
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout_seconds,
@@ -340,22 +363,23 @@ class RedisStore:
         self._async_options = options
         self._async: Any = None
         self._async_loop: Any = None
-        self._scripts = {
-            name: self._sync.register_script(body)
-            for name, body in (("open", _OPEN), ("reserve", _RESERVE), ("commit", _COMMIT),
-                               ("release", _RELEASE), ("balance", _BALANCE),
-                               ("reclaim", _RECLAIM))
-        }
+        constants = {"@PREFIX@": self._prefix, "@TTL@": str(retention_seconds),
+                     "@BATCH@": str(RECLAIM_BATCH)}
+        self._scripts = {}
+        for name, body in (("open", _OPEN), ("reserve", _RESERVE), ("commit", _COMMIT),
+                           ("release", _RELEASE), ("balance", _BALANCE), ("reclaim", _RECLAIM)):
+            for marker, value in constants.items():
+                body = body.replace(marker, value)
+            self._scripts[name] = self._sync.register_script(body)
         self._async_scripts: dict[str, Any] = {}
 
     # --- plumbing --------------------------------------------------------------------------
-    def _head(self) -> list[str]:
-        now = "" if self._clock is None else str(int(self._clock() * 1000))
-        return [self._prefix, self._retention, now]
+    def _now(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1000))
 
     def _call(self, name: str, *args: Any) -> list[Any]:
         try:
-            return self._scripts[name](args=[*self._head(), *args])
+            return self._scripts[name](args=[self._now(), *args])
         except self._errors as error:
             raise StoreUnavailable(f"Redis ledger at {self.url} unavailable: {error}") from error
 
@@ -384,7 +408,7 @@ class RedisStore:
     async def _acall(self, name: str, *args: Any) -> list[Any]:
         self._async_client()
         try:
-            return await self._async_scripts[name](args=[*self._head(), *args])
+            return await self._async_scripts[name](args=[self._now(), *args])
         except self._errors as error:
             raise StoreUnavailable(f"Redis ledger at {self.url} unavailable: {error}") from error
 
@@ -490,22 +514,22 @@ class RedisStore:
         self, session_id: str, call_id: str, tokens: int, nano_usd: int, lease_ms: int | None
     ) -> Reservation:
         reply = self._call("reserve", session_id, call_id, tokens, nano_usd,
-                           "" if lease_ms is None else lease_ms, RECLAIM_BATCH)
+                           "" if lease_ms is None else lease_ms)
         return self._reserve_reply(reply, session_id, call_id, tokens, nano_usd)
 
     def commit(
         self, session_id: str, call_id: str, tokens: int | None, nano_usd: int
     ) -> Settlement:
         reply = self._call("commit", session_id, call_id, "" if tokens is None else tokens,
-                           nano_usd, RECLAIM_BATCH)
+                           nano_usd)
         return self._settle_reply(reply, session_id, call_id, "commit")
 
     def release(self, session_id: str, call_id: str) -> Settlement:
-        reply = self._call("release", session_id, call_id, RECLAIM_BATCH)
+        reply = self._call("release", session_id, call_id)
         return self._settle_reply(reply, session_id, call_id, "release")
 
     def balance(self, session_id: str) -> Balance:
-        return self._balance_reply(self._call("balance", session_id, RECLAIM_BATCH), session_id)
+        return self._balance_reply(self._call("balance", session_id), session_id)
 
     def statement(self, session_id: str, include_children: bool = False) -> list[StatementEntry]:
         try:
@@ -550,22 +574,22 @@ class RedisStore:
         self, session_id: str, call_id: str, tokens: int, nano_usd: int, lease_ms: int | None
     ) -> Reservation:
         reply = await self._acall("reserve", session_id, call_id, tokens, nano_usd,
-                                  "" if lease_ms is None else lease_ms, RECLAIM_BATCH)
+                                  "" if lease_ms is None else lease_ms)
         return self._reserve_reply(reply, session_id, call_id, tokens, nano_usd)
 
     async def acommit(
         self, session_id: str, call_id: str, tokens: int | None, nano_usd: int
     ) -> Settlement:
         reply = await self._acall("commit", session_id, call_id,
-                                  "" if tokens is None else tokens, nano_usd, RECLAIM_BATCH)
+                                  "" if tokens is None else tokens, nano_usd)
         return self._settle_reply(reply, session_id, call_id, "commit")
 
     async def arelease(self, session_id: str, call_id: str) -> Settlement:
-        reply = await self._acall("release", session_id, call_id, RECLAIM_BATCH)
+        reply = await self._acall("release", session_id, call_id)
         return self._settle_reply(reply, session_id, call_id, "release")
 
     async def abalance(self, session_id: str) -> Balance:
-        reply = await self._acall("balance", session_id, RECLAIM_BATCH)
+        reply = await self._acall("balance", session_id)
         return self._balance_reply(reply, session_id)
 
     async def astatement(
