@@ -9,15 +9,16 @@ Keys (all under ``namespace``, default ``"clear-ledger"``, inside one ``{hash ta
 cluster keeps them in one slot; the scripts derive a session's ancestors' keys at run time, so
 use a single primary or a cluster slot, not keys spread over shards):
 
-* ``{ns}:s:<session>`` hash: caps, parent, lease, counters;
-* ``{ns}:c:<len>:<session><call>`` hash: one call (state, reservation, outcome);
+* ``{ns}:s:<session>`` hash: caps, parent, lease, counters, and one field ``c:<call>`` per
+  call (state, reservation, outcome), so an operation reads and writes its session in one
+  command each;
 * ``{ns}:l:<session>`` list: the statement; ``{ns}:k:<session>`` set: sub-sessions;
 * ``{ns}:leases`` sorted set of open reservations by lease end (member ``session NUL call``);
   ``{ns}:seq``: entry counter.
 
-Every key carries a TTL (``retention_seconds``, default 30 days, refreshed by each
-reservation), so abandoned sessions disappear on their own and a settled call stays
-idempotent for that long after it was reserved. Durability is Redis's: configure AOF
+Every key carries a TTL (``retention_seconds``, default 30 days), refreshed by reservations at
+most every tenth of it, so abandoned sessions disappear on their own; a settled call stays
+idempotent as long as its session is kept. Durability is Redis's: configure AOF
 (``appendonly yes``; ``appendfsync always`` so an acknowledged commit survives a crash).
 While Redis is unreachable every operation raises ``StoreUnavailable``; retrying with the same
 call id is safe.
