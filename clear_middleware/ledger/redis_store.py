@@ -9,15 +9,16 @@ Keys (all under ``namespace``, default ``"clear-ledger"``, inside one ``{hash ta
 cluster keeps them in one slot; the scripts derive a session's ancestors' keys at run time, so
 use a single primary or a cluster slot, not keys spread over shards):
 
-* ``{ns}:s:<session>`` hash: caps, parent, lease, counters;
-* ``{ns}:c:<len>:<session><call>`` hash: one call (state, reservation, outcome);
+* ``{ns}:s:<session>`` hash: caps, parent, lease, counters, and one field ``c:<call>`` per
+  call (state, reservation, outcome), so an operation reads and writes its session in one
+  command each;
 * ``{ns}:l:<session>`` list: the statement; ``{ns}:k:<session>`` set: sub-sessions;
 * ``{ns}:leases`` sorted set of open reservations by lease end (member ``session NUL call``);
   ``{ns}:seq``: entry counter.
 
-Every key carries a TTL (``retention_seconds``, default 30 days, refreshed by each
-reservation), so abandoned sessions disappear on their own and a settled call stays
-idempotent for that long after it was reserved. Durability is Redis's: configure AOF
+Every key carries a TTL (``retention_seconds``, default 30 days), refreshed by reservations at
+most every tenth of it, so abandoned sessions disappear on their own; a settled call stays
+idempotent as long as its session is kept. Durability is Redis's: configure AOF
 (``appendonly yes``; ``appendfsync always`` so an acknowledged commit survives a crash).
 While Redis is unreachable every operation raises ``StoreUnavailable``; retrying with the same
 call id is safe.
@@ -25,9 +26,11 @@ call id is safe.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
+from clear_middleware.ledger.redis_scripts import scripts
 from clear_middleware.ledger.store import RECLAIM_BATCH
 from clear_middleware.ledger.types import (
     Balance,
@@ -47,223 +50,8 @@ from clear_middleware.ledger.types import (
 
 __all__ = ["RedisStore"]
 
-# Shared Lua prelude. ARGV[1] = key prefix, ARGV[2] = retention (s), ARGV[3] = now (ms) or ''
-# for the server clock. Numbers are formatted with %d before they reach Redis: Lua numbers are
-# doubles, and their default string form turns 1e15 into "1e+15".
-_PRELUDE = r"""
-local P = ARGV[1]
-local TTL = tonumber(ARGV[2])
-local NOW
-if ARGV[3] ~= '' then NOW = tonumber(ARGV[3]) else
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local LEASES = P .. ':leases'
-local function I(x) return string.format('%d', x) end
-local function skey(sid) return P .. ':s:' .. sid end
-local function ckey(sid, cid) return P .. ':c:' .. #sid .. ':' .. sid .. cid end
--- "<session>\0<call>": ties in lease end then sort by (session, call) as in the other stores
--- (ids are printable, so never contain NUL).
-local function lease_member(sid, cid) return sid .. '\0' .. cid end
-
-local function chain(sid)
-  local rows, cur = {}, sid
-  for _ = 1, 128 do
-    local v = redis.call('HMGET', skey(cur), 'parent', 'ct', 'cn', 'lease', 'st', 'sn', 'rt', 'rn')
-    if not v[4] then return nil, cur end
-    rows[#rows + 1] = {id = cur, parent = v[1], ct = tonumber(v[2]), cn = tonumber(v[3]),
-      lease = tonumber(v[4]), st = tonumber(v[5]), sn = tonumber(v[6]),
-      rt = tonumber(v[7]), rn = tonumber(v[8])}
-    if v[1] == '' then return rows end
-    cur = v[1]
-  end
-  return nil, cur
-end
-
--- The script runs atomically, so one HSET of the new counters replaces four HINCRBYs.
--- TTLs are refreshed by reservations (touch = true): every settlement follows one.
-local function add(rows, st, sn, rt, rn, touch)
-  for _, r in ipairs(rows) do
-    r.st, r.sn, r.rt, r.rn = r.st + st, r.sn + sn, r.rt + rt, r.rn + rn
-    local k = skey(r.id)
-    redis.call('HSET', k, 'st', I(r.st), 'sn', I(r.sn), 'rt', I(r.rt), 'rn', I(r.rn))
-    if touch then
-      redis.call('EXPIRE', k, TTL)
-      if r.parent ~= '' then redis.call('EXPIRE', P .. ':k:' .. r.parent, TTL) end
-    end
-  end
-end
-
-local function record(sid, cid, kind, t, n, rt, rn, over, reason, touch)
-  local seq = redis.call('INCR', P .. ':seq')
-  local lk = P .. ':l:' .. sid
-  redis.call('RPUSH', lk, string.format('%d|%s|%d|%d|%d|%d|%d|%d|%d|', seq, kind, t, n, rt, rn,
-    NOW, over, #reason) .. reason .. cid)
-  if touch then redis.call('EXPIRE', lk, TTL) end
-end
-
-local function available(rows)
-  local at, bt, an, bn = nil, '', nil, ''
-  for _, r in ipairs(rows) do
-    if r.ct >= 0 then
-      local left = r.ct - r.st - r.rt
-      if at == nil or left < at then at, bt = left, r.id end
-    end
-    if r.cn >= 0 then
-      local left = r.cn - r.sn - r.rn
-      if an == nil or left < an then an, bn = left, r.id end
-    end
-  end
-  return at, bt, an, bn
-end
-
-local function reclaim(limit)
-  local due
-  if limit < 0 then due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW)
-  else due = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, limit) end
-  local n = 0
-  for _, m in ipairs(due) do
-    redis.call('ZREM', LEASES, m)
-    local cut = string.find(m, '\0', 1, true)
-    local sid = string.sub(m, 1, cut - 1)
-    local cid = string.sub(m, cut + 1)
-    local ck = ckey(sid, cid)
-    local c = redis.call('HMGET', ck, 'state', 't', 'n', 'exp')
-    if c[1] == 'reserved' and tonumber(c[4]) <= NOW then
-      local rows = chain(sid)
-      if rows then
-        local t, nn = tonumber(c[2]), tonumber(c[3])
-        add(rows, 0, 0, -t, -nn, false)
-        redis.call('HSET', ck, 'state', 'expired')
-        record(sid, cid, 'expire', t, nn, t, nn, 0, '', false)
-        n = n + 1
-      end
-    end
-  end
-  return n
-end
-"""
-
-_OPEN = _PRELUDE + r"""
-local sid, ct, cn, parent, lease = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local k = skey(sid)
-local v = redis.call('HMGET', k, 'ct', 'cn', 'parent', 'lease')
-if v[4] then
-  if v[1] ~= ct or v[2] ~= cn or v[3] ~= parent then return {'conflict', v[1], v[2], v[3]} end
-  redis.call('EXPIRE', k, TTL)
-  return {'ok', v[1], v[2], v[3], v[4]}
-end
-if parent ~= '' and redis.call('EXISTS', skey(parent)) == 0 then
-  return {'unknown_session', parent}
-end
-redis.call('HSET', k, 'ct', ct, 'cn', cn, 'parent', parent, 'lease', lease,
-  'st', 0, 'sn', 0, 'rt', 0, 'rn', 0)
-redis.call('EXPIRE', k, TTL)
-if parent ~= '' then
-  redis.call('SADD', P .. ':k:' .. parent, sid)
-  redis.call('EXPIRE', P .. ':k:' .. parent, TTL)
-end
-return {'ok', ct, cn, parent, lease}
-"""
-
-_RESERVE = _PRELUDE + r"""
-reclaim(tonumber(ARGV[9]))
-local sid, cid, t, n = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
-local rows, missing = chain(sid)
-if not rows then return {'unknown_session', missing} end
-local ck = ckey(sid, cid)
-local c = redis.call('HMGET', ck, 'state', 't', 'n', 'exp')
-if c[1] then
-  if c[1] == 'reserved' and tonumber(c[2]) == t and tonumber(c[3]) == n then
-    return {'ok', c[4], 1}
-  end
-  return {'call_state', c[1], c[2], c[3]}
-end
-local at, bt, an, bn = available(rows)
-local dim, binding
-if at ~= nil and t > at then dim, binding = 'tokens', bt
-elseif an ~= nil and n > an then dim, binding = 'usd', bn end
-if dim then
-  record(sid, cid, 'refuse', t, n, 0, 0, 0, dim .. ' cap of session ' .. binding, true)
-  return {'refused', dim, binding, at and I(at) or '', an and I(an) or ''}
-end
-local lease = rows[1].lease
-if ARGV[8] ~= '' then lease = tonumber(ARGV[8]) end
-local exp = NOW + lease
-add(rows, 0, 0, t, n, true)
-redis.call('HSET', ck, 'state', 'reserved', 't', I(t), 'n', I(n), 'exp', I(exp))
-redis.call('EXPIRE', ck, TTL)
-redis.call('ZADD', LEASES, I(exp), lease_member(sid, cid))
-record(sid, cid, 'reserve', t, n, t, n, 0, '', true)
-return {'ok', I(exp), 0}
-"""
-
-_COMMIT = _PRELUDE + r"""
-reclaim(tonumber(ARGV[8]))
-local sid, cid = ARGV[4], ARGV[5]
-local rows, missing = chain(sid)
-if not rows then return {'unknown_session', missing} end
-local ck = ckey(sid, cid)
-local c = redis.call('HMGET', ck, 'state', 't', 'n', 'ct', 'cn', 'srt', 'srn', 'ov', 'rs')
-if not c[1] then return {'unknown_call'} end
-if c[1] == 'committed' then return {'replay', c[4], c[5], c[6], c[7], c[8], c[9]} end
-if c[1] == 'released' then return {'call_state', 'released'} end
-local rt, rn = 0, 0
-local reasons = {}
-local rest, resn = tonumber(c[2]), tonumber(c[3])
-if c[1] == 'reserved' then rt, rn = rest, resn else reasons[#reasons + 1] = 'after_expiry' end
-local t, n
-if ARGV[6] == '' then
-  t, n = rest, resn
-  reasons[#reasons + 1] = 'no_usage'
-else
-  t, n = tonumber(ARGV[6]), tonumber(ARGV[7])
-end
-local over = 0
-if t > rest or n > resn then over = 1 end
-local reason = table.concat(reasons, ',')
-add(rows, t, n, -rt, -rn, false)
-if c[1] == 'reserved' then redis.call('ZREM', LEASES, lease_member(sid, cid)) end
-redis.call('HSET', ck, 'state', 'committed', 'ct', I(t), 'cn', I(n), 'srt', I(rt), 'srn', I(rn),
-  'ov', over, 'rs', reason)
-record(sid, cid, 'commit', t, n, rt, rn, over, reason, false)
-return {'ok', I(t), I(n), I(rt), I(rn), over, reason}
-"""
-
-_RELEASE = _PRELUDE + r"""
-reclaim(tonumber(ARGV[6]))
-local sid, cid = ARGV[4], ARGV[5]
-local rows, missing = chain(sid)
-if not rows then return {'unknown_session', missing} end
-local ck = ckey(sid, cid)
-local c = redis.call('HMGET', ck, 'state', 't', 'n', 'ct', 'cn', 'srt', 'srn', 'ov', 'rs')
-if not c[1] then return {'unknown_call'} end
-if c[1] == 'committed' then return {'replay', c[4], c[5], c[6], c[7], c[8], c[9]} end
-if c[1] ~= 'reserved' then return {'noop', c[1]} end
-local t, n = tonumber(c[2]), tonumber(c[3])
-add(rows, 0, 0, -t, -n, false)
-redis.call('ZREM', LEASES, lease_member(sid, cid))
-redis.call('HSET', ck, 'state', 'released')
-record(sid, cid, 'release', t, n, t, n, 0, '', false)
-return {'ok', I(t), I(n)}
-"""
-
-_BALANCE = _PRELUDE + r"""
-reclaim(tonumber(ARGV[5]))
-local rows, missing = chain(ARGV[4])
-if not rows then return {'unknown_session', missing} end
-local at, _, an, _ = available(rows)
-local r = rows[1]
-return {'ok', I(r.ct), I(r.cn), r.parent, I(r.lease), I(r.st), I(r.sn), I(r.rt), I(r.rn),
-  at and I(at) or '', an and I(an) or ''}
-"""
-
-_RECLAIM = _PRELUDE + r"""
-return reclaim(tonumber(ARGV[4]))
-"""
-
-
 _INFO_FIELDS = ["ct", "cn", "parent", "lease"]
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def _int_or_none(raw: bytes | str) -> int | None:
@@ -319,15 +107,16 @@ class RedisStore:
             raise ImportError(
                 "RedisStore needs redis-py: pip install 'clear-middleware[redis]'"
             ) from error
-        if not isinstance(namespace, str) or not namespace or "{" in namespace or "}" in namespace:
-            raise ValueError(f"namespace must be a non-empty str without braces, got {namespace!r}")
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+            raise ValueError(
+                f"namespace must be 1-64 characters of A-Z a-z 0-9 _ . : -, got {namespace!r}"
+            )
         if isinstance(retention_seconds, bool) or not isinstance(retention_seconds, int) or (
             retention_seconds <= 0
         ):
             raise ValueError(f"retention_seconds must be an int > 0, got {retention_seconds!r}")
         self.url = url
         self._prefix = "{" + namespace + "}"
-        self._retention = str(retention_seconds)
         self._clock = clock
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout_seconds,
@@ -341,21 +130,18 @@ class RedisStore:
         self._async: Any = None
         self._async_loop: Any = None
         self._scripts = {
-            name: self._sync.register_script(body)
-            for name, body in (("open", _OPEN), ("reserve", _RESERVE), ("commit", _COMMIT),
-                               ("release", _RELEASE), ("balance", _BALANCE),
-                               ("reclaim", _RECLAIM))
+            name: self._sync.register_script(source)
+            for name, source in scripts(self._prefix, retention_seconds, RECLAIM_BATCH).items()
         }
         self._async_scripts: dict[str, Any] = {}
 
     # --- plumbing --------------------------------------------------------------------------
-    def _head(self) -> list[str]:
-        now = "" if self._clock is None else str(int(self._clock() * 1000))
-        return [self._prefix, self._retention, now]
+    def _now(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1000))
 
     def _call(self, name: str, *args: Any) -> list[Any]:
         try:
-            return self._scripts[name](args=[*self._head(), *args])
+            return self._scripts[name](args=[self._now(), *args])
         except self._errors as error:
             raise StoreUnavailable(f"Redis ledger at {self.url} unavailable: {error}") from error
 
@@ -384,7 +170,7 @@ class RedisStore:
     async def _acall(self, name: str, *args: Any) -> list[Any]:
         self._async_client()
         try:
-            return await self._async_scripts[name](args=[*self._head(), *args])
+            return await self._async_scripts[name](args=[self._now(), *args])
         except self._errors as error:
             raise StoreUnavailable(f"Redis ledger at {self.url} unavailable: {error}") from error
 
@@ -490,22 +276,22 @@ class RedisStore:
         self, session_id: str, call_id: str, tokens: int, nano_usd: int, lease_ms: int | None
     ) -> Reservation:
         reply = self._call("reserve", session_id, call_id, tokens, nano_usd,
-                           "" if lease_ms is None else lease_ms, RECLAIM_BATCH)
+                           "" if lease_ms is None else lease_ms)
         return self._reserve_reply(reply, session_id, call_id, tokens, nano_usd)
 
     def commit(
         self, session_id: str, call_id: str, tokens: int | None, nano_usd: int
     ) -> Settlement:
         reply = self._call("commit", session_id, call_id, "" if tokens is None else tokens,
-                           nano_usd, RECLAIM_BATCH)
+                           nano_usd)
         return self._settle_reply(reply, session_id, call_id, "commit")
 
     def release(self, session_id: str, call_id: str) -> Settlement:
-        reply = self._call("release", session_id, call_id, RECLAIM_BATCH)
+        reply = self._call("release", session_id, call_id)
         return self._settle_reply(reply, session_id, call_id, "release")
 
     def balance(self, session_id: str) -> Balance:
-        return self._balance_reply(self._call("balance", session_id, RECLAIM_BATCH), session_id)
+        return self._balance_reply(self._call("balance", session_id), session_id)
 
     def statement(self, session_id: str, include_children: bool = False) -> list[StatementEntry]:
         try:
@@ -550,22 +336,22 @@ class RedisStore:
         self, session_id: str, call_id: str, tokens: int, nano_usd: int, lease_ms: int | None
     ) -> Reservation:
         reply = await self._acall("reserve", session_id, call_id, tokens, nano_usd,
-                                  "" if lease_ms is None else lease_ms, RECLAIM_BATCH)
+                                  "" if lease_ms is None else lease_ms)
         return self._reserve_reply(reply, session_id, call_id, tokens, nano_usd)
 
     async def acommit(
         self, session_id: str, call_id: str, tokens: int | None, nano_usd: int
     ) -> Settlement:
         reply = await self._acall("commit", session_id, call_id,
-                                  "" if tokens is None else tokens, nano_usd, RECLAIM_BATCH)
+                                  "" if tokens is None else tokens, nano_usd)
         return self._settle_reply(reply, session_id, call_id, "commit")
 
     async def arelease(self, session_id: str, call_id: str) -> Settlement:
-        reply = await self._acall("release", session_id, call_id, RECLAIM_BATCH)
+        reply = await self._acall("release", session_id, call_id)
         return self._settle_reply(reply, session_id, call_id, "release")
 
     async def abalance(self, session_id: str) -> Balance:
-        reply = await self._acall("balance", session_id, RECLAIM_BATCH)
+        reply = await self._acall("balance", session_id)
         return self._balance_reply(reply, session_id)
 
     async def astatement(
