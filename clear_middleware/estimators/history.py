@@ -5,23 +5,28 @@ or cut at its cap (a censored length: more than the cap); applications may also 
 the answer was correct. Per ``(model, kind)`` and, when subtasks carry difficulty hints, per
 ``(model, kind, hint)``, this estimator keeps those observations in an
 :class:`~.observations.ObservationLog` (memory, or the ledger's SQLite / Redis store, so that
-learning survives restarts and is shared by workers) and fits a shifted-surge curve by
-maximum likelihood with the caps as censoring (:func:`~clear_middleware.fit_shifted_surge`):
+learning survives restarts and is shared by workers) and learns the group's curve:
 
-- with correctness reported for at least ``min_reported`` calls, a correct answer within the
-  cap is the event (the fit then learns the ceiling directly);
-- otherwise finishing within the cap is the event and the ceiling is
-  ``P(finish) * P(correct | finished)``, the latter a Beta estimate whose prior mean is
-  ``PRIOR_CORRECT_GIVEN_FINISHED`` with the weight of 10 calls.
+- *Where calls were observed* (caps up to the largest one tried), the censoring-aware empirical
+  curve (Aalen-Johansen, :meth:`EmpiricalCurve.from_rollouts`): a correct answer within the cap
+  is the event, a cut call is censored at its cap. A kind mixes easy and hard items, and this
+  curve is that mixture as it is, not a single shifted surge forced onto it. It is smoothed by a
+  Gaussian kernel of 15% in log-tokens (a staircase of a few dozen calls has steps a new call
+  does not share).
+- *Beyond the largest cap tried*, nothing was observed: the increments of a shifted surge
+  fitted by censored maximum likelihood to the same calls
+  (:func:`~clear_middleware.fit_shifted_surge`) extend the curve, so the allocator keeps some
+  reason to try larger caps.
+- Without enough correctness reports (``min_reported``), finishing within the cap is the event
+  and the curve is scaled by ``P(correct | finished)``, a Beta estimate with prior mean
+  :data:`PRIOR_CORRECT_GIVEN_FINISHED` and the weight of 10 calls.
 
-Hierarchical shrinkage: a group's parameters (logit ceiling, log threshold, log surge width) are
-pulled toward its parent's (the prior for a kind, the kind for a hint) with weight
-``n / (n + prior_weight)``, ``n`` the group's calls. A group with no traffic is its parent.
-
-Uncertainty: the threshold's standard deviation starts at ``prior_sigma_tokens`` and shrinks
-as ``sqrt(prior_weight / (prior_weight + n))``; with ``spread=True`` the curves handed to the
-allocator are the expected curves over that uncertainty
-(:func:`~clear_middleware.curves.uncertainty.spread_threshold`).
+Hierarchical shrinkage and uncertainty: a group's curve is ``w * own + (1 - w) * parent`` with
+``w = n / (n + prior_weight)``, ``n`` its calls; the parent of a kind is the prior, the parent of
+a (kind, hint) group its kind. The prior is the documented :data:`DEFAULT_PRIOR` with its
+threshold uncertain by ``prior_sigma_tokens`` (the curve is spread over it,
+:func:`~clear_middleware.curves.uncertainty.spread_threshold`), so with little traffic the
+allocator sees a wide, cautious curve that sharpens as calls arrive.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ..curves.base import UtilityCurves
+from ..curves.empirical import EmpiricalCurve
 from ..curves.fitting import fit_shifted_surge
 from ..curves.shifted_surge import ShiftedSurge
 from ..curves.uncertainty import spread_threshold
@@ -47,32 +53,40 @@ models on tasks they can finish mostly get them right; weight: 10 calls)."""
 _PRIOR_CORRECT_WEIGHT = 10.0
 
 
+#: Caps (tokens) the learned curves are tabulated at: fine where reasoning budgets usually are.
+CURVE_GRID = np.unique(np.concatenate([
+    np.arange(0, 4096, 32), np.arange(4096, 8192, 64), np.arange(8192, 16384, 128),
+    np.arange(16384, 65536 + 1, 512),
+])).astype(np.float64)
+_SMOOTHING = 0.15  # Gaussian kernel bandwidth, natural-log tokens
+
+
 @dataclass(frozen=True)
 class GroupCurve:
-    """A learned curve: shifted-surge parameters, the calls behind them, threshold std-dev."""
+    """A group's learned curve on :data:`CURVE_GRID` and the calls behind it."""
 
-    ceiling: float
-    threshold: float
-    width: float
+    values: NDArray[np.float64]
     calls: int
-    sigma_tokens: float
-
-    def as_surge(self) -> ShiftedSurge:
-        return ShiftedSurge(self.ceiling, self.threshold, 1.0 / self.width)
 
 
 class HistoryEstimator:
-    """Shifted-surge curves per (model, kind[, hint]) learned from censored call outcomes.
+    """Curves per (model, kind[, hint]) learned from censored call outcomes.
 
     Args:
         store: where observations live: an :class:`ObservationLog`, or a ledger store URI
             (``"memory://"`` default, ``"sqlite:///budget.db"``, ``"redis://..."``).
         prior: the curve of a kind with no traffic (default :data:`DEFAULT_PRIOR`).
         prior_weight: calls' worth of weight the parent (prior or kind) keeps (> 0).
-        prior_sigma_tokens: threshold uncertainty with no traffic (tokens, >= 0).
+        prior_sigma_tokens: uncertainty of the prior's threshold (tokens, >= 0).
         use_hints: learn per (kind, hint) too, shrunk toward the kind.
-        spread: hand the allocator curves spread by the threshold uncertainty.
-        min_reported: reported outcomes needed to fit the ceiling from correctness directly.
+        min_reported: correctness reports needed to learn from correctness directly (>= 1).
+
+    Example:
+        >>> est = HistoryEstimator()
+        >>> est.observe(CallObservation("c1", "qa", "m", cap=2000, completion_tokens=900,
+        ...                             finished=True))
+        >>> est.group("m", "qa").calls
+        1
     """
 
     def __init__(
@@ -83,7 +97,6 @@ class HistoryEstimator:
         prior_weight: float = 30.0,
         prior_sigma_tokens: float = 500.0,
         use_hints: bool = True,
-        spread: bool = True,
         min_reported: int = 10,
     ) -> None:
         if not prior_weight > 0:
@@ -92,14 +105,15 @@ class HistoryEstimator:
             raise ValueError(f"prior_sigma_tokens must be >= 0 tokens; got {prior_sigma_tokens!r}")
         if not isinstance(prior, ShiftedSurge) or len(prior) != 1:
             raise ValueError("prior must be a ShiftedSurge holding one curve")
+        if int(min_reported) < 1:
+            raise ValueError(f"min_reported must be >= 1 calls; got {min_reported!r}")
         self.log: ObservationLog = (
             store if store is not None and not isinstance(store, str) else observation_log(store)
         )
-        self.prior = GroupCurve(float(prior.ceiling[0]), float(prior.threshold[0]),
-                                float(1.0 / prior.rate[0]), 0, float(prior_sigma_tokens))
+        self.prior = GroupCurve(
+            spread_threshold(prior, prior_sigma_tokens, grid=CURVE_GRID).values[0], 0)
         self.prior_weight = float(prior_weight)
         self.use_hints = use_hints
-        self.spread = spread
         self.min_reported = int(min_reported)
         self._cache: dict[str, tuple[int, GroupCurve | None]] = {}
         self._lock = threading.Lock()
@@ -145,44 +159,23 @@ class HistoryEstimator:
             return parent
         return self._shrunk(self.key(model, kind, hint), parent)
 
-    def estimate(self, subtasks: Sequence[Subtask], model: str) -> UtilityCurves:
+    def estimate(self, subtasks: Sequence[Subtask], model: str) -> EmpiricalCurve:
         groups: dict[tuple[str | None, str | None], GroupCurve] = {}
         rows = []
         for s in subtasks:
             hint = s.hint if self.use_hints else None
             if (s.kind, hint) not in groups:
                 groups[s.kind, hint] = self.group(model, s.kind, hint)
-            rows.append(groups[s.kind, hint])
-        surge = ShiftedSurge([g.ceiling for g in rows], [g.threshold for g in rows],
-                             [1.0 / g.width for g in rows]) if rows else ShiftedSurge([], [], [])
-        if not self.spread or not rows:
-            return surge
-        return spread_threshold(surge, [g.sigma_tokens for g in rows])
+            rows.append(groups[s.kind, hint].values)
+        values = np.array(rows) if rows else np.zeros((0, CURVE_GRID.size))
+        return EmpiricalCurve(CURVE_GRID, values)
 
     def _shrunk(self, key: str, parent: GroupCurve) -> GroupCurve:
         fitted = self._fit(key)
         if fitted is None:
             return parent
         w = fitted.calls / (fitted.calls + self.prior_weight)
-        if np.isnan(fitted.ceiling):
-            # Nothing finished yet: every call was cut at its cap, which says only that the
-            # threshold lies beyond the caps tried so far (``fitted.threshold``).
-            fitted = GroupCurve(parent.ceiling, max(parent.threshold, fitted.threshold),
-                                parent.width, fitted.calls, 0.0)
-
-        def blend(mine: float, theirs: float) -> float:
-            return w * mine + (1.0 - w) * theirs
-
-        logit = blend(_logit(fitted.ceiling), _logit(parent.ceiling))
-        return GroupCurve(
-            ceiling=float(1.0 / (1.0 + np.exp(-logit))),
-            threshold=float(np.exp(blend(np.log(fitted.threshold + 50.0),
-                                         np.log(parent.threshold + 50.0))) - 50.0),
-            width=float(np.exp(blend(np.log(fitted.width), np.log(parent.width)))),
-            calls=fitted.calls,
-            sigma_tokens=self.prior.sigma_tokens * float(np.sqrt(
-                self.prior_weight / (self.prior_weight + fitted.calls))),
-        )
+        return GroupCurve(w * fitted.values + (1.0 - w) * parent.values, fitted.calls)
 
     def _fit(self, key: str) -> GroupCurve | None:
         version = self.log.version(key)
@@ -196,37 +189,46 @@ class HistoryEstimator:
         return fitted
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-3), 1 - 1e-3)
-    return float(np.log(p / (1 - p)))
+def _smooth(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    log_grid = np.log(np.maximum(CURVE_GRID, 1.0))
+    kernel = np.exp(-0.5 * ((log_grid[:, None] - log_grid[None, :]) / _SMOOTHING) ** 2)
+    kernel /= kernel.sum(axis=0, keepdims=True)
+    smooth = np.maximum.accumulate(values @ kernel)
+    smooth[0] = 0.0
+    return smooth
 
 
 def _fit_records(records: list[Observation], min_reported: int) -> GroupCurve | None:
-    """Maximum-likelihood curve of one group's records (see the module docstring)."""
+    """One group's curve from its records (see the module docstring)."""
     outcomes = {r.call_id: r.correct for r in records if r.outcome_only}
     calls = [r for r in records if not r.outcome_only and r.cap > 0]
     if not calls:
         return None
-    tokens = np.array([r.tokens for r in calls], dtype=np.float64)
     caps = np.array([r.cap for r in calls], dtype=np.float64)
     finished = np.array([r.finished for r in calls])
+    # A finished call's length is at most its cap; a cut one is censored at its cap.
+    lengths = np.minimum(np.maximum([float(r.tokens) for r in calls], 1.0), caps)
     correct = [outcomes.get(r.call_id, r.correct) for r in calls]
     reported = np.array([c is not None for c in correct])
-    # A finished call's length is at most its cap; a cut one is censored at its cap.
-    lengths = np.minimum(np.maximum(tokens, 1.0), caps)
-    if not finished.any():
-        return GroupCurve(float("nan"), float(caps.max()), float("nan"), len(calls), 0.0)
+    scale = 1.0
     if reported.sum() >= min_reported:
+        keep = reported
         event = finished & np.array([bool(c) for c in correct])
-        params = fit_shifted_surge(lengths[reported][None, :], event[reported][None, :],
-                                   caps=caps[reported][None, :])
-        ceiling = float(params.ceiling[0])
     else:
-        params = fit_shifted_surge(lengths[None, :], finished[None, :], caps=caps[None, :])
-        finished_reported = finished & reported
-        right = sum(1 for c, f in zip(correct, finished_reported, strict=True) if f and c)
-        q = (right + PRIOR_CORRECT_GIVEN_FINISHED * _PRIOR_CORRECT_WEIGHT) / (
-            finished_reported.sum() + _PRIOR_CORRECT_WEIGHT)
-        ceiling = float(params.ceiling[0]) * q
-    return GroupCurve(ceiling=ceiling, threshold=float(params.threshold[0]),
-                      width=float(1.0 / params.rate[0]), calls=len(calls), sigma_tokens=0.0)
+        keep = np.ones(len(calls), dtype=bool)
+        event = finished
+        right = sum(1 for c, f in zip(correct, finished & reported, strict=True) if f and c)
+        scale = (right + PRIOR_CORRECT_GIVEN_FINISHED * _PRIOR_CORRECT_WEIGHT) / (
+            (finished & reported).sum() + _PRIOR_CORRECT_WEIGHT)
+    lengths, caps, event, cut = lengths[keep], caps[keep], event[keep], ~finished[keep]
+    observed = EmpiricalCurve.from_rollouts(lengths[None, :], event[None, :], CURVE_GRID,
+                                            censored=cut[None, :]).values[0]
+    top = float(caps.max())
+    values = np.where(top >= CURVE_GRID, observed, np.interp(top, CURVE_GRID, observed))
+    if event.any() and top < CURVE_GRID[-1]:
+        # Beyond the largest cap tried: the fitted surge's increments.
+        params = fit_shifted_surge(lengths[None, :], event[None, :], caps=caps[None, :])
+        surge = ShiftedSurge(params.ceiling, params.threshold, params.rate)
+        tail = surge.value(CURVE_GRID[None, :])[0] - surge.value(np.array([[top]]))[0, 0]
+        values = values + np.where(top < CURVE_GRID, np.maximum(tail, 0.0), 0.0)
+    return GroupCurve(_smooth(np.clip(values * scale, 0.0, 1.0)), len(calls))

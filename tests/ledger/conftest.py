@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _redis_server import RedisServer
 
 from clear_middleware.ledger import Ledger, MemoryStore, SQLiteStore
 from clear_middleware.ledger.redis_store import RedisStore
+from tests.redis_server import RedisServer
 
 STORE_KINDS = ["memory", "sqlite", "redis"]
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from _checks import assert_statement_matches
-from _redis_server import RedisServer
 
 from clear_middleware.ledger import (
     Amount,
@@ -25,6 +24,7 @@ from clear_middleware.ledger import (
     store_from_uri,
 )
 from clear_middleware.ledger.redis_store import RedisStore
+from tests.redis_server import RedisServer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 from _checks import assert_statement_matches
-from _redis_server import RedisServer
 from conftest import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +28,7 @@ from clear_middleware.ledger import (
     SQLiteStore,
 )
 from clear_middleware.ledger.redis_store import RedisStore
+from tests.redis_server import RedisServer
 
 SESSIONS = ["root", "child"]
 CAPS = {"root": Caps(tokens=1000, usd=0.001), "child": Caps(tokens=600)}

@@ -1,0 +1,140 @@
+"""HistoryEstimator: learns per-kind curves from censored outcomes, shrinks, persists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clear_middleware import EmpiricalCurve, ShiftedSurge
+from clear_middleware.estimators import (
+    DEFAULT_PRIOR,
+    CallObservation,
+    HistoryEstimator,
+    MemoryObservationLog,
+    Observation,
+    SQLiteObservationLog,
+    StaticEstimator,
+)
+from clear_middleware.estimators.history import CURVE_GRID
+from clear_middleware.subtask import Subtask
+from tests.redis_server import RedisServer
+
+TRUE = ShiftedSurge(0.7, 1200.0, 1 / 800)
+
+
+def feed(estimator, n, *, kind="k", hint=None, report=True, seed=0, truth=TRUE, start=0):
+    """``n`` calls of a kind drawn from ``truth`` under varied caps, outcomes reported."""
+    rng = np.random.default_rng(seed)
+    for i in range(start, start + n):
+        cap = int(rng.choice([512, 1024, 2048, 4096, 8192]))
+        solving = rng.random() < truth.ceiling[0]
+        length = (truth.threshold[0] + rng.gamma(2.0, 1 / truth.rate[0]) if solving
+                  else rng.uniform(100.0, 9000.0))
+        finished = length <= cap
+        call_id = f"{kind}-{hint}-{i}"
+        estimator.observe(CallObservation(call_id, kind, "m", cap, int(min(length, cap)),
+                                          finished, hint=hint))
+        if report:
+            estimator.record_outcome(call_id, bool(solving and finished), model="m", kind=kind,
+                                     hint=hint)
+
+
+def curve_error(estimator, kind="k", truth=TRUE):
+    grid = CURVE_GRID[CURVE_GRID <= 8192]
+    learned = EmpiricalCurve(CURVE_GRID, estimator.group("m", kind).values[None, :])
+    return float(np.max(np.abs(learned.value(grid[None, :]) - truth.value(grid[None, :]))))
+
+
+def test_starts_from_the_prior_and_converges():
+    est = HistoryEstimator()
+    prior = est.group("m", "k")
+    assert prior.calls == 0
+    # The prior is the documented curve spread over its threshold uncertainty.
+    np.testing.assert_allclose(prior.values[-1], DEFAULT_PRIOR.ceiling[0], rtol=1e-3)
+    errors = []
+    for n in (20, 200, 2000):
+        feed(est, n - est.group("m", "k").calls, start=est.group("m", "k").calls)
+        errors.append(curve_error(est))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.05
+
+
+def test_without_correctness_it_learns_lengths_and_scales_by_the_prior_accuracy():
+    est = HistoryEstimator(prior_weight=1.0)
+    feed(est, 2000, report=False)
+    values = est.group("m", "k").values
+    # Finishing is the event, and 80% of finished answers are taken as correct. By 8192
+    # tokens 97.2% of runs finish: 0.7 * G(8192 - 1200 over 800) + 0.3 * (8092 / 8900).
+    at_8192 = np.searchsorted(CURVE_GRID, 8192.0)
+    finished = 0.7 * float(ShiftedSurge(1.0, 1200.0, 1 / 800).value([8192.0])[0]) + 0.3 * (
+        8092 / 8900)
+    assert values[at_8192] == pytest.approx(0.8 * finished, abs=0.02)
+
+
+def test_hints_are_shrunk_toward_their_kind():
+    est = HistoryEstimator(prior_weight=30.0)
+    feed(est, 600, hint="easy", truth=ShiftedSurge(0.95, 200.0, 1 / 300), seed=1)
+    feed(est, 600, hint="hard", truth=ShiftedSurge(0.4, 3000.0, 1 / 1500), seed=2)
+    feed(est, 3, hint="rare", seed=3)
+    kind = est.group("m", "k").values
+    easy, hard, rare = (est.group("m", "k", h).values for h in ("easy", "hard", "rare"))
+    at_1500 = np.searchsorted(CURVE_GRID, 1500.0)
+    assert easy[at_1500] > kind[at_1500] > hard[at_1500]
+    # Three calls barely move a hint group off its kind.
+    assert np.max(np.abs(rare - kind)) < 0.15
+    estimated = est.estimate([Subtask.of("a", kind="k", hint="easy"),
+                              Subtask.of("b", kind="k", hint="hard"),
+                              Subtask.of("c", kind="k")], "m")
+    np.testing.assert_allclose(estimated.values, [easy, hard, kind])
+
+
+def test_censored_only_traffic_pushes_the_curve_right():
+    est = HistoryEstimator(prior_weight=10.0)
+    for i in range(40):  # every call cut at 600 tokens
+        est.observe(CallObservation(f"c{i}", "k", "m", 600, 600, False))
+    learned, prior = est.group("m", "k").values, est.prior.values
+    at_600 = np.searchsorted(CURVE_GRID, 600.0)
+    assert learned[at_600] < prior[at_600]
+
+
+def test_sqlite_log_survives_restarts_and_is_shared(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'budget.db'}"
+    first = HistoryEstimator(uri)
+    feed(first, 100)
+    second = HistoryEstimator(uri)  # another worker, or the same one after a restart
+    np.testing.assert_allclose(second.group("m", "k").values, first.group("m", "k").values)
+    feed(second, 10, start=100, seed=9)
+    assert first.group("m", "k").calls == 110
+
+
+def test_redis_log_is_shared_across_instances(tmp_path):
+    server = RedisServer(tmp_path, appendfsync="everysec")
+    server.start()
+    try:
+        a, b = HistoryEstimator(server.url), HistoryEstimator(server.url)
+        feed(a, 50)
+        assert b.group("m", "k").calls == 50
+        np.testing.assert_allclose(a.group("m", "k").values, b.group("m", "k").values)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("make", [lambda p: MemoryObservationLog(window=5),
+                                  lambda p: SQLiteObservationLog(p / "w.db", window=5)])
+def test_logs_keep_a_bounded_window(tmp_path, make):
+    log = make(tmp_path)
+    for i in range(12):
+        log.append("k", Observation(f"c{i}", cap=100, tokens=i))
+    assert [o.tokens for o in log.read("k")] == [7, 8, 9, 10, 11]
+    assert log.read("other") == []
+
+
+def test_bad_arguments_name_the_field():
+    with pytest.raises(ValueError, match="prior_weight must be > 0"):
+        HistoryEstimator(prior_weight=0)
+    with pytest.raises(ValueError, match="prior must be a ShiftedSurge holding one curve"):
+        HistoryEstimator(prior=ShiftedSurge(0.5, [1.0, 2.0], 0.1))
+    with pytest.raises(ValueError, match="correct must be True or False"):
+        HistoryEstimator().record_outcome("c", 1, model="m", kind="k")
+    with pytest.raises(ValueError, match=r"kinds\['x'\] must be a ShiftedSurge"):
+        StaticEstimator({"x": "fast"})
