@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ..curves.base import UtilityCurves
 from ..curves.empirical import EmpiricalCurve
 from ..datasets.reasoning_sweep import load_math500, load_sweep
 from ..estimators.history import HistoryEstimator
@@ -147,12 +148,13 @@ def make_stream(
 
 
 class CurveTable:
-    """An estimator that looks each subtask's curve up by id in a table (for oracles)."""
+    """An estimator that looks each subtask's curve up by item index in a table (oracles and
+    noisy predictors: subtask ids are ``"<item index>:<window>:<position>"``)."""
 
-    def __init__(self, curves: EmpiricalCurve) -> None:
+    def __init__(self, curves: UtilityCurves) -> None:
         self.curves = curves
 
-    def estimate(self, subtasks: Sequence[Subtask], model: str) -> EmpiricalCurve:
+    def estimate(self, subtasks: Sequence[Subtask], model: str) -> UtilityCurves:
         return self.curves.take([int(s.id.split(":")[0]) for s in subtasks])
 
     def observe(self, observation) -> None:
@@ -193,7 +195,10 @@ def _subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
     ]
 
 
-def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64]):
+def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
+               extra: Mapping[str, Callable[[], object]]):
+    if variant in extra:
+        return extra[variant]()
     if variant in ("uniform", "clear (prior only)"):
         return StaticEstimator()
     if variant == "clear (learned)":
@@ -210,11 +215,12 @@ def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64]):
 async def arun_stream(
     sim: SimulatorServer, pool: ItemPool, stream: Sequence[Window], variant: str,
     budget_per_item: int, weights: NDArray[np.float64],
+    extra: Mapping[str, Callable[[], object]] | None = None,
 ) -> StreamResult:
     """Run one variant over a stream, one session per window, learning across windows."""
     from ..session import BudgetSession
 
-    estimator = _estimator(variant, pool, weights)
+    estimator = _estimator(variant, pool, weights, extra or {})
     max_cap = int(pool.truth.grid[-1])
     result = StreamResult(variant)
     for window in stream:
@@ -251,16 +257,20 @@ def run_streams(
     model: str, *, mix: str = "balanced", budget_per_item: int = 2048, windows: int = 12,
     window_size: int = 40, arrivals: str = "fixed", variants: Sequence[str] = VARIANTS,
     seed: int = 0, sim: SimulatorServer | None = None,
+    extra: Mapping[str, Callable[[], object]] | None = None, pool: ItemPool | None = None,
 ) -> dict[str, StreamResult]:
-    """Every variant on one stream (see the module docstring); starts a simulator if needed."""
-    pool = item_pool(model)
+    """Every variant on one stream (see the module docstring); starts a simulator if needed.
+
+    ``extra`` adds variants: ``{name: estimator factory}`` (run with CLEAR).
+    """
+    pool = pool or item_pool(model)
     weights = sampling_weights(pool, mix)
     stream = make_stream(pool, mix, windows, window_size, arrivals=arrivals,
                          seed=seed + zlib.crc32(model.encode()))
 
     async def main(server: SimulatorServer) -> dict[str, StreamResult]:
-        return {v: await arun_stream(server, pool, stream, v, budget_per_item, weights)
-                for v in variants}
+        return {v: await arun_stream(server, pool, stream, v, budget_per_item, weights, extra)
+                for v in (*variants, *(extra or {}))}
 
     if sim is not None:
         return asyncio.run(main(sim))
