@@ -68,6 +68,21 @@ class UtilityCurves(Protocol):
         """The sub-batch selected by an index array or boolean mask."""
         ...
 
+    def conditional(
+        self, used_tokens: ArrayLike, *, finish: UtilityCurves | None = None,
+        grid: ArrayLike | None = None,
+    ) -> UtilityCurves:
+        """Curves over the *remaining* tokens of runs that used ``used_tokens`` without finishing.
+
+        ``V(r) = (U(s + r) - U(s)) / P(not finished by s)``: sunk tokens are ignored, and a run
+        still going after ``s`` tokens is, given that, more likely one of the long ones. For a
+        kind's curve (a mixture over its items) this is exactly the curve of the items that are
+        still running. ``finish`` gives ``P(finished by b)`` for all answers, right or wrong
+        (by default the curve itself: only correct answers end a run early). The result is an
+        :class:`EmpiricalCurve` on ``grid`` (remaining tokens), exact at its points.
+        """
+        ...
+
     def shifted(self, tokens: ArrayLike) -> Self:
         """The same curves with every cap moved right by ``tokens`` (>= 0, scalar or per
         curve): ``V(b) = U(b - tokens)``. A fixed cost per call, such as its prompt, enters the
@@ -85,12 +100,16 @@ class BestResponse(ABC):
         break_even: the price (utility per token) at or above which each curve is abandoned:
             ``max_b U(b) / b`` over its bounds. Curves with positive surplus are exactly those
             with ``price < break_even``.
+        tangent_tokens: where ``U(b) / b`` peaks within the bounds (tokens; 0 for a curve never
+            worth funding): what a curve buys just below its break-even price, the cap of best
+            utility per token.
     """
 
     curves: UtilityCurves
     lower: NDArray[np.float64]
     upper: NDArray[np.float64]
     break_even: NDArray[np.float64]
+    tangent_tokens: NDArray[np.float64]
 
     @property
     def breakpoints(self) -> NDArray[np.float64] | None:

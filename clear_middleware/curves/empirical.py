@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .._validation import float_array
 from ._bounds import token_bounds
-from .base import SATURATION_FRACTION, BestResponse
+from .base import SATURATION_FRACTION, BestResponse, UtilityCurves
 
 _MONOTONE_TOLERANCE = 1e-12
 
@@ -203,6 +203,15 @@ class EmpiricalCurve:
     def take(self, index: ArrayLike) -> Self:
         return type(self)(self.grid, self.values[np.asarray(index)])
 
+    def conditional(
+        self, used_tokens: ArrayLike, *, finish: UtilityCurves | None = None,
+        grid: ArrayLike | None = None,
+    ) -> EmpiricalCurve:
+        """See :meth:`UtilityCurves.conditional`."""
+        from .conditional import conditional_curve
+
+        return conditional_curve(self, used_tokens, finish=finish, grid=grid)
+
     def shifted(self, tokens: ArrayLike) -> Self:
         """Resampled on the grid extended by the largest shift: exact at grid points, linear
         in between (offsets that are not grid multiples smooth a kink by at most one step)."""
@@ -267,6 +276,8 @@ class EnvelopeResponse(BestResponse):
         self._xs, self._slopes = upper_envelope(cand, curves.value(cand))
         self.break_even = self._slopes[:, 0] if self._slopes.shape[1] else np.zeros(len(curves))
         self.break_even = np.maximum(self.break_even, 0.0)
+        first_vertex = self._xs[:, min(1, self._xs.shape[1] - 1)]
+        self.tangent_tokens = np.where(self.break_even > 0, first_vertex, 0.0)
         self._top = cand[:, -1]
 
     def demand(self, price: float) -> NDArray[np.float64]:
@@ -283,4 +294,5 @@ class EnvelopeResponse(BestResponse):
         sub.lower, sub.upper = self.lower[index], self.upper[index]
         sub._xs, sub._slopes = self._xs[index], self._slopes[index]
         sub.break_even, sub._top = self.break_even[index], self._top[index]
+        sub.tangent_tokens = self.tangent_tokens[index]
         return sub

@@ -21,7 +21,7 @@ when its surplus there is not positive, i.e. when ``lam`` reaches its break-even
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -31,6 +31,10 @@ from .._validation import float_array
 from ._bounds import token_bounds
 from ._lambertw import neg_w_lower_from_log
 from .base import SATURATION_FRACTION, BestResponse
+
+if TYPE_CHECKING:
+    from .base import UtilityCurves
+    from .empirical import EmpiricalCurve
 
 
 def gamma2_cdf(y: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -174,6 +178,15 @@ class ShiftedSurge:
         idx = np.asarray(index)
         return type(self)(self.ceiling[idx], self.threshold[idx], self.rate[idx])
 
+    def conditional(
+        self, used_tokens: ArrayLike, *, finish: UtilityCurves | None = None,
+        grid: ArrayLike | None = None,
+    ) -> EmpiricalCurve:
+        """See :meth:`UtilityCurves.conditional`."""
+        from .conditional import conditional_curve
+
+        return conditional_curve(self, used_tokens, finish=finish, grid=grid)
+
     def shifted(self, tokens: ArrayLike) -> Self:
         """Exact: the threshold moves by ``tokens``."""
         offset = float_array("tokens", tokens, low=0.0)
@@ -200,6 +213,7 @@ class SurgeResponse(BestResponse):
             ratio = curves.value(tangent) / tangent
         fundable = (upper >= lower) & (upper > 0)
         self.break_even = np.where(fundable & (tangent > 0), np.nan_to_num(ratio), 0.0)
+        self.tangent_tokens = np.where(self.break_even > 0, tangent, 0.0)
         # A zero ceiling has no log; any very negative value keeps W finite and the query is
         # never funded anyway (its break-even price is 0).
         with np.errstate(divide="ignore"):
@@ -243,5 +257,6 @@ class SurgeResponse(BestResponse):
         sub.curves = self.curves.take(index)
         sub.lower, sub.upper = self.lower[index], self.upper[index]
         sub.break_even, sub._log_a_beta = self.break_even[index], self._log_a_beta[index]
+        sub.tangent_tokens = self.tangent_tokens[index]
         sub._threshold, sub._inv_rate = self._threshold[index], self._inv_rate[index]
         return sub

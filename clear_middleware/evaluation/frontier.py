@@ -87,7 +87,9 @@ def item_curves(model: str, table: SweepTable | None = None) -> ItemCurves:
     return ItemCurves(model, runs.benchmark, grid, truth, fitted)
 
 
-def _smooth(values: NDArray[np.float64], grid: NDArray[np.float64]) -> NDArray[np.float64]:
+def smooth_curves(values: NDArray[np.float64], grid: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Curves on ``grid`` smoothed by a Gaussian kernel of :data:`KIND_SMOOTHING` in log-tokens
+    (kept non-decreasing and 0 at 0)."""
     log_grid = np.log(np.maximum(grid, 1.0))
     kernel = np.exp(-0.5 * ((log_grid[:, None] - log_grid[None, :]) / KIND_SMOOTHING) ** 2)
     kernel /= kernel.sum(axis=0, keepdims=True)
@@ -116,7 +118,7 @@ def kind_curve_splits(
             held[idx[:half]] = True
             values[idx[:half]] = items.truth.values[idx[half:]].mean(axis=0)
         order = rng.permutation(np.flatnonzero(held))
-        out.append((order, EmpiricalCurve(items.grid, _smooth(values[order], items.grid))))
+        out.append((order, EmpiricalCurve(items.grid, smooth_curves(values[order], items.grid))))
     return out
 
 

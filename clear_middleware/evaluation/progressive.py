@@ -1,0 +1,161 @@
+"""Offline evaluation of progressive CLEAR on real runs revealed token by token.
+
+For each item one of its real runs is drawn (a run that finished, or one cut at the model's
+largest cap, which then never finishes): its length and whether its answer is correct. Every
+policy faces the same drawn runs, and a run counts as solved when it finished within the
+tokens its policy gave it and its answer was correct. Repeated over many draws.
+
+Policies: ``uniform`` and one-shot CLEAR with per-kind or true per-item curves fix each cap
+before anything runs; progressive CLEAR with per-kind curves spends in rounds
+(:mod:`clear_middleware.allocator.progressive`), continuing cut-off runs or restarting them.
+Per-kind curves come from the other half of each kind's items (random half splits, as in
+:mod:`.frontier`), so no item's own runs inform its curve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..allocator import allocate
+from ..allocator.progressive import StepPolicy, plan_round
+from ..curves.empirical import EmpiricalCurve
+from ..datasets.reasoning_sweep import ItemRollouts, item_rollouts, load_sweep
+from .frontier import GRID_STEP, item_curves, smooth_curves
+
+VARIANTS = (
+    "uniform",
+    "one-shot (per kind)",
+    "progressive (per kind, continue)",
+    "progressive (per kind, restart)",
+    "one-shot (true item curves)",
+)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """One drawn run per item: its length (``inf``: never finishes) and correctness."""
+
+    length: NDArray[np.float64]
+    correct: NDArray[np.bool_]
+
+
+def draw_runs(rollouts: ItemRollouts, rng: np.random.Generator) -> Runs:
+    """A run per item among those informative at the largest cap (see the module docstring)."""
+    top = rollouts.cap[rollouts.valid].max()
+    ok = rollouts.valid & (~rollouts.censored | (rollouts.cap >= top))
+    score = np.where(ok, rng.random(ok.shape), -1.0)
+    pick = np.argmax(score, axis=1)
+    rows = np.arange(len(rollouts))
+    finished = ~rollouts.censored[rows, pick]
+    length = np.where(finished, rollouts.length[rows, pick], np.inf)
+    return Runs(length, rollouts.correct[rows, pick] & finished)
+
+
+def one_shot(caps: NDArray[np.int64], runs: Runs) -> tuple[float, float]:
+    """(accuracy, tokens spent per item) of fixed caps."""
+    solved = (runs.length <= caps) & runs.correct
+    spent = np.minimum(runs.length, caps)
+    return float(solved.mean()), float(spent.mean())
+
+
+def progressive(
+    curves: EmpiricalCurve, finish: EmpiricalCurve, runs: Runs, budget: float, *,
+    continuation: bool, policy: StepPolicy, max_tokens: float, granularity: int = GRID_STEP,
+    max_rounds: int = 64,
+) -> tuple[float, float, int]:
+    """(accuracy, tokens spent per item, rounds) of progressive CLEAR on drawn runs."""
+    n = len(curves)
+    used = np.zeros(n)
+    active = np.ones(n, dtype=bool)
+    solved = np.zeros(n, dtype=bool)
+    left = float(budget)
+    rounds = 0
+    while active.any() and rounds < max_rounds:
+        idx = np.flatnonzero(active)
+        plan = plan_round(curves.take(idx), used[idx], left, finish=finish.take(idx),
+                          continuation=continuation, policy=policy, max_tokens=max_tokens,
+                          granularity=granularity)
+        if not plan.steps.any():
+            break
+        rounds += 1
+        # Priced-out runs pause (their sunk tokens are ignored); a later round, with tokens
+        # returned by early finishers, may fund them again.
+        go = plan.steps > 0
+        moving = idx[go]
+        reach = used[moving] + plan.steps[go]
+        done = runs.length[moving] <= reach
+        generated = np.minimum(runs.length[moving], reach)
+        left -= float((generated - used[moving]).sum() if continuation else generated.sum())
+        solved[moving[done]] = runs.correct[moving[done]]
+        active[moving[done]] = False
+        used[moving[~done]] = reach[~done]
+        active &= used < max_tokens
+    spent = float(budget - left)
+    return float(solved.mean()), spent / n, rounds
+
+
+def evaluate(
+    model: str, budgets_per_item: Sequence[int], *, draws: int = 20, seed: int = 0,
+    policy: StepPolicy | None = None, restart_policy: StepPolicy | None = None,
+) -> list[dict[str, float]]:
+    """Mean accuracy and tokens of every variant at each average budget (over ``draws``)."""
+    table = load_sweep()
+    items = item_curves(model, table)
+    rollouts = item_rollouts(table, model)
+    grid, cap = items.grid, items.max_cap
+    finished = rollouts.valid & ~rollouts.censored
+    finish = EmpiricalCurve.from_rollouts(rollouts.length, finished, grid,
+                                          censored=rollouts.censored, valid=rollouts.valid)
+    policy = policy or StepPolicy()
+    restart_policy = restart_policy or StepPolicy(kind="fraction", fraction=1.0)
+    rng = np.random.default_rng(seed)
+    out = []
+    for per_item in budgets_per_item:
+        sums: dict[str, list[float]] = {v: [0.0, 0.0] for v in VARIANTS}
+        for _ in range(draws):
+            runs = draw_runs(rollouts, rng)
+            held, kind_u, kind_f = _half_split(items.benchmark, items.truth, finish, rng)
+            sub = Runs(runs.length[held], runs.correct[held])
+            budget = per_item * held.size
+            kw = dict(granularity=GRID_STEP, max_tokens=cap)
+            results = {
+                "uniform": one_shot(allocate(items.truth.take(held), budget, policy="uniform",
+                                             **kw).tokens, sub),
+                "one-shot (per kind)": one_shot(allocate(kind_u, budget, **kw).tokens, sub),
+                "one-shot (true item curves)": one_shot(
+                    allocate(items.truth.take(held), budget, **kw).tokens, sub),
+                "progressive (per kind, continue)": progressive(
+                    kind_u, kind_f, sub, budget, continuation=True, policy=policy,
+                    max_tokens=cap)[:2],
+                "progressive (per kind, restart)": progressive(
+                    kind_u, kind_f, sub, budget, continuation=False, policy=restart_policy,
+                    max_tokens=cap)[:2],
+            }
+            for name, (acc, spent) in results.items():
+                sums[name][0] += acc / draws
+                sums[name][1] += spent / draws
+        out.append({"budget": per_item, **{f"{v}|acc": s[0] for v, s in sums.items()},
+                    **{f"{v}|tokens": s[1] for v, s in sums.items()}})
+    return out
+
+
+def _half_split(kinds, truth: EmpiricalCurve, finish: EmpiricalCurve, rng):
+    """Held-out half of each kind, with the other half's mean curves (shuffled order)."""
+    held, u_rows, f_rows = [], [], []
+    for kind in np.unique(kinds):
+        idx = rng.permutation(np.flatnonzero(kinds == kind))
+        half = idx.size // 2
+        test, train = idx[:half], idx[half:]
+        held.append(test)
+        u_rows.append(np.repeat(truth.values[train].mean(axis=0)[None, :], test.size, axis=0))
+        f_rows.append(np.repeat(finish.values[train].mean(axis=0)[None, :], test.size, axis=0))
+    held_idx = np.concatenate(held)
+    order = rng.permutation(held_idx.size)
+    grid = truth.grid
+    kind_u = smooth_curves(np.concatenate(u_rows)[order], grid)
+    kind_f = smooth_curves(np.concatenate(f_rows)[order], grid)
+    return held_idx[order], EmpiricalCurve(grid, kind_u), EmpiricalCurve(grid, kind_f)
