@@ -10,10 +10,12 @@ from .observations import (
     SQLiteObservationLog,
     observation_log,
 )
-from .static import DEFAULT_PRIOR, StaticEstimator
+from .prior import CURVE_GRID, population_prior
+from .static import DEFAULT_SURGE, StaticEstimator
 
 __all__ = [
-    "DEFAULT_PRIOR",
+    "CURVE_GRID",
+    "DEFAULT_SURGE",
     "CallObservation",
     "CurveEstimator",
     "GroupCurve",
@@ -25,4 +27,5 @@ __all__ = [
     "SQLiteObservationLog",
     "StaticEstimator",
     "observation_log",
+    "population_prior",
 ]

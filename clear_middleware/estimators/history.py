@@ -23,10 +23,11 @@ learning survives restarts and is shared by workers) and learns the group's curv
 
 Hierarchical shrinkage and uncertainty: a group's curve is ``w * own + (1 - w) * parent`` with
 ``w = n / (n + prior_weight)``, ``n`` its calls; the parent of a kind is the prior, the parent of
-a (kind, hint) group its kind. The prior is the documented :data:`DEFAULT_PRIOR` with its
-threshold uncertain by ``prior_sigma_tokens`` (the curve is spread over it,
-:func:`~clear_middleware.curves.uncertainty.spread_threshold`), so with little traffic the
-allocator sees a wide, cautious curve that sharpens as calls arrive.
+a (kind, hint) group its kind. The prior is the documented population curve
+(:func:`~.prior.population_prior`): the expected curve of a subtask of unknown difficulty, wide
+and cautious, which sharpens into the kind's own curve as calls arrive. A user prior given as
+a shifted surge is spread over a threshold uncertainty of ``prior_sigma_tokens``
+(:func:`~clear_middleware.curves.uncertainty.spread_threshold`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from ..curves.uncertainty import spread_threshold
 from ..subtask import Subtask
 from .base import CallObservation
 from .observations import Observation, ObservationLog, observation_log
-from .static import DEFAULT_PRIOR
+from .prior import CURVE_GRID, smooth
+from .prior import population_prior as _population_prior
 
 PRIOR_CORRECT_GIVEN_FINISHED = 0.8
 """Share of answers that finish on their own which are correct, before any report (reasoning
@@ -53,12 +55,6 @@ models on tasks they can finish mostly get them right; weight: 10 calls)."""
 _PRIOR_CORRECT_WEIGHT = 10.0
 
 
-#: Caps (tokens) the learned curves are tabulated at: fine where reasoning budgets usually are.
-CURVE_GRID = np.unique(np.concatenate([
-    np.arange(0, 4096, 32), np.arange(4096, 8192, 64), np.arange(8192, 16384, 128),
-    np.arange(16384, 65536 + 1, 512),
-])).astype(np.float64)
-_SMOOTHING = 0.15  # Gaussian kernel bandwidth, natural-log tokens
 
 
 @dataclass(frozen=True)
@@ -75,9 +71,11 @@ class HistoryEstimator:
     Args:
         store: where observations live: an :class:`ObservationLog`, or a ledger store URI
             (``"memory://"`` default, ``"sqlite:///budget.db"``, ``"redis://..."``).
-        prior: the curve of a kind with no traffic (default :data:`DEFAULT_PRIOR`).
+        prior: the curve of a kind with no traffic: one :class:`EmpiricalCurve` or
+            :class:`ShiftedSurge` (default: the population prior).
         prior_weight: calls' worth of weight the parent (prior or kind) keeps (> 0).
-        prior_sigma_tokens: uncertainty of the prior's threshold (tokens, >= 0).
+        prior_sigma_tokens: threshold uncertainty a shifted-surge prior is spread over
+            (tokens, >= 0).
         use_hints: learn per (kind, hint) too, shrunk toward the kind.
         min_reported: correctness reports needed to learn from correctness directly (>= 1).
 
@@ -93,7 +91,7 @@ class HistoryEstimator:
         self,
         store: ObservationLog | str | None = None,
         *,
-        prior: ShiftedSurge = DEFAULT_PRIOR,
+        prior: EmpiricalCurve | ShiftedSurge | None = None,
         prior_weight: float = 30.0,
         prior_sigma_tokens: float = 500.0,
         use_hints: bool = True,
@@ -103,15 +101,17 @@ class HistoryEstimator:
             raise ValueError(f"prior_weight must be > 0 calls; got {prior_weight!r}")
         if not prior_sigma_tokens >= 0:
             raise ValueError(f"prior_sigma_tokens must be >= 0 tokens; got {prior_sigma_tokens!r}")
-        if not isinstance(prior, ShiftedSurge) or len(prior) != 1:
-            raise ValueError("prior must be a ShiftedSurge holding one curve")
+        prior = _population_prior() if prior is None else prior
+        if not isinstance(prior, ShiftedSurge | EmpiricalCurve) or len(prior) != 1:
+            raise ValueError("prior must be a ShiftedSurge or EmpiricalCurve holding one curve")
         if int(min_reported) < 1:
             raise ValueError(f"min_reported must be >= 1 calls; got {min_reported!r}")
         self.log: ObservationLog = (
             store if store is not None and not isinstance(store, str) else observation_log(store)
         )
-        self.prior = GroupCurve(
-            spread_threshold(prior, prior_sigma_tokens, grid=CURVE_GRID).values[0], 0)
+        if isinstance(prior, ShiftedSurge):
+            prior = spread_threshold(prior, prior_sigma_tokens, grid=CURVE_GRID)
+        self.prior = GroupCurve(prior.value(CURVE_GRID[None, :])[0], 0)
         self.prior_weight = float(prior_weight)
         self.use_hints = use_hints
         self.min_reported = int(min_reported)
@@ -189,15 +189,6 @@ class HistoryEstimator:
         return fitted
 
 
-def _smooth(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    log_grid = np.log(np.maximum(CURVE_GRID, 1.0))
-    kernel = np.exp(-0.5 * ((log_grid[:, None] - log_grid[None, :]) / _SMOOTHING) ** 2)
-    kernel /= kernel.sum(axis=0, keepdims=True)
-    smooth = np.maximum.accumulate(values @ kernel)
-    smooth[0] = 0.0
-    return smooth
-
-
 def _fit_records(records: list[Observation], min_reported: int) -> GroupCurve | None:
     """One group's curve from its records (see the module docstring)."""
     outcomes = {r.call_id: r.correct for r in records if r.outcome_only}
@@ -231,4 +222,4 @@ def _fit_records(records: list[Observation], min_reported: int) -> GroupCurve | 
         surge = ShiftedSurge(params.ceiling, params.threshold, params.rate)
         tail = surge.value(CURVE_GRID[None, :])[0] - surge.value(np.array([[top]]))[0, 0]
         values = values + np.where(top < CURVE_GRID, np.maximum(tail, 0.0), 0.0)
-    return GroupCurve(_smooth(np.clip(values * scale, 0.0, 1.0)), len(calls))
+    return GroupCurve(smooth(np.clip(values * scale, 0.0, 1.0)[None, :])[0], len(calls))

@@ -30,12 +30,11 @@ from numpy.typing import NDArray
 from ..allocator import allocate
 from ..curves import EmpiricalCurve, ShiftedSurge
 from ..datasets.reasoning_sweep import SweepTable, item_rollouts, load_sweep
+from ..estimators.prior import smooth
 
 GRID_STEP = 64
 """Token grid of the true curves, and the granularity of every allocation here."""
 DEFAULT_BUDGETS = (512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
-KIND_SMOOTHING = 0.15
-"""Bandwidth of the kind-curve smoothing, in natural-log tokens (15% of the length)."""
 
 VARIANTS = (
     "uniform",
@@ -88,14 +87,8 @@ def item_curves(model: str, table: SweepTable | None = None) -> ItemCurves:
 
 
 def smooth_curves(values: NDArray[np.float64], grid: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Curves on ``grid`` smoothed by a Gaussian kernel of :data:`KIND_SMOOTHING` in log-tokens
-    (kept non-decreasing and 0 at 0)."""
-    log_grid = np.log(np.maximum(grid, 1.0))
-    kernel = np.exp(-0.5 * ((log_grid[:, None] - log_grid[None, :]) / KIND_SMOOTHING) ** 2)
-    kernel /= kernel.sum(axis=0, keepdims=True)
-    smooth = np.maximum.accumulate(values @ kernel, axis=-1)
-    smooth[..., 0] = 0.0
-    return smooth
+    """Curves on ``grid`` smoothed in log-tokens (see :func:`~..estimators.prior.smooth`)."""
+    return smooth(values, grid)
 
 
 def kind_curve_splits(

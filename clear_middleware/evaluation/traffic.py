@@ -12,7 +12,8 @@ Variants compared on the *same* stream (each occurrence of an item replays the s
 every variant, so differences come from the caps alone):
 
 - ``uniform``: the same cap for every subtask;
-- ``clear (prior only)``: CLEAR with the documented prior and no learning (no history at all);
+- ``clear (prior only)``: CLEAR with the documented population prior and no learning (no
+  history at all); the prior is computed without the evaluated model's runs;
 - ``clear (learned)``: CLEAR with a :class:`HistoryEstimator` that starts empty and learns from
   every settled call (per model and kind, and per difficulty hint where items have one);
 - ``clear (learned, no hints)``: the same without hints;
@@ -41,6 +42,7 @@ from ..curves.base import UtilityCurves
 from ..curves.empirical import EmpiricalCurve
 from ..datasets.reasoning_sweep import load_math500, load_sweep
 from ..estimators.history import HistoryEstimator
+from ..estimators.prior import population_prior
 from ..estimators.static import StaticEstimator
 from ..simulator import SimulatorServer, item_marker, load_catalog
 from ..subtask import Subtask
@@ -195,16 +197,21 @@ def _subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
     ]
 
 
+LEARNING = ("clear (learned)", "clear (learned, no hints)")
+
+
 def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
                extra: Mapping[str, Callable[[], object]]):
+    # The prior never includes the runs of the model under evaluation.
+    prior = population_prior([pool.model])
     if variant in extra:
         return extra[variant]()
     if variant in ("uniform", "clear (prior only)"):
-        return StaticEstimator()
+        return StaticEstimator(default=prior)
     if variant == "clear (learned)":
-        return HistoryEstimator(use_hints=True)
+        return HistoryEstimator(prior=prior, use_hints=True)
     if variant == "clear (learned, no hints)":
-        return HistoryEstimator(use_hints=False)
+        return HistoryEstimator(prior=prior, use_hints=False)
     if variant == "clear (true kind curves)":
         return CurveTable(kind_truth(pool, weights))
     if variant == "clear (true item curves)":
@@ -215,15 +222,26 @@ def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
 async def arun_stream(
     sim: SimulatorServer, pool: ItemPool, stream: Sequence[Window], variant: str,
     budget_per_item: int, weights: NDArray[np.float64],
-    extra: Mapping[str, Callable[[], object]] | None = None,
+    extra: Mapping[str, Callable[[], object]] | None = None, measure_from: int = 0,
 ) -> StreamResult:
-    """Run one variant over a stream, one session per window, learning across windows."""
+    """Run one variant over a stream, one session per window, learning across windows.
+
+    Variants that do not learn skip the windows before ``measure_from`` (nothing depends on
+    them); learning variants run every window and learn from all of them.
+    """
     from ..session import BudgetSession
 
     estimator = _estimator(variant, pool, weights, extra or {})
     max_cap = int(pool.truth.grid[-1])
     result = StreamResult(variant)
-    for window in stream:
+    for number, window in enumerate(stream):
+        if number < measure_from and variant not in LEARNING:
+            result.correct.append(0)
+            result.items.append(0)
+            result.output_tokens.append(0)
+            result.abandoned.append(0)
+            result.calls_learned.append(0)
+            continue
         subtasks = _subtasks(pool, window)
         session = BudgetSession(
             budget_tokens=budget_per_item * len(subtasks) + 40 * len(subtasks),
@@ -258,10 +276,12 @@ def run_streams(
     window_size: int = 40, arrivals: str = "fixed", variants: Sequence[str] = VARIANTS,
     seed: int = 0, sim: SimulatorServer | None = None,
     extra: Mapping[str, Callable[[], object]] | None = None, pool: ItemPool | None = None,
+    measure_from: int = 0,
 ) -> dict[str, StreamResult]:
     """Every variant on one stream (see the module docstring); starts a simulator if needed.
 
-    ``extra`` adds variants: ``{name: estimator factory}`` (run with CLEAR).
+    ``extra`` adds variants: ``{name: estimator factory}`` (run with CLEAR). Non-learning
+    variants only run from window ``measure_from`` on.
     """
     pool = pool or item_pool(model)
     weights = sampling_weights(pool, mix)
@@ -269,7 +289,8 @@ def run_streams(
                          seed=seed + zlib.crc32(model.encode()))
 
     async def main(server: SimulatorServer) -> dict[str, StreamResult]:
-        return {v: await arun_stream(server, pool, stream, v, budget_per_item, weights, extra)
+        return {v: await arun_stream(server, pool, stream, v, budget_per_item, weights, extra,
+                                     measure_from)
                 for v in (*variants, *(extra or {}))}
 
     if sim is not None:

@@ -7,13 +7,13 @@ import pytest
 
 from clear_middleware import EmpiricalCurve, ShiftedSurge
 from clear_middleware.estimators import (
-    DEFAULT_PRIOR,
     CallObservation,
     HistoryEstimator,
     MemoryObservationLog,
     Observation,
     SQLiteObservationLog,
     StaticEstimator,
+    population_prior,
 )
 from clear_middleware.estimators.history import CURVE_GRID
 from clear_middleware.subtask import Subtask
@@ -49,8 +49,8 @@ def test_starts_from_the_prior_and_converges():
     est = HistoryEstimator()
     prior = est.group("m", "k")
     assert prior.calls == 0
-    # The prior is the documented curve spread over its threshold uncertainty.
-    np.testing.assert_allclose(prior.values[-1], DEFAULT_PRIOR.ceiling[0], rtol=1e-3)
+    # The prior is the documented population curve.
+    np.testing.assert_array_equal(prior.values, population_prior().values[0])
     errors = []
     for n in (20, 200, 2000):
         feed(est, n - est.group("m", "k").calls, start=est.group("m", "k").calls)
@@ -132,9 +132,21 @@ def test_logs_keep_a_bounded_window(tmp_path, make):
 def test_bad_arguments_name_the_field():
     with pytest.raises(ValueError, match="prior_weight must be > 0"):
         HistoryEstimator(prior_weight=0)
-    with pytest.raises(ValueError, match="prior must be a ShiftedSurge holding one curve"):
+    with pytest.raises(ValueError, match="prior must be a ShiftedSurge or EmpiricalCurve"):
         HistoryEstimator(prior=ShiftedSurge(0.5, [1.0, 2.0], 0.1))
     with pytest.raises(ValueError, match="correct must be True or False"):
         HistoryEstimator().record_outcome("c", 1, model="m", kind="k")
-    with pytest.raises(ValueError, match=r"kinds\['x'\] must be a ShiftedSurge"):
+    with pytest.raises(ValueError, match=r"kinds\['x'\] must be a ShiftedSurge or Empirical"):
         StaticEstimator({"x": "fast"})
+
+
+def test_population_prior_is_the_documented_curve():
+    prior = population_prior()
+    at = {b: float(prior.value(np.array([[b]]))[0, 0]) for b in (512, 1024, 2048, 4096, 8192)}
+    assert at[512] == pytest.approx(0.03, abs=0.01)
+    assert at[1024] == pytest.approx(0.08, abs=0.01)
+    assert at[2048] == pytest.approx(0.27, abs=0.01)
+    assert at[4096] == pytest.approx(0.44, abs=0.01)
+    assert at[8192] == pytest.approx(0.51, abs=0.01)
+    # Leaving models out changes it (evaluations on a model exclude that model's runs).
+    assert not np.allclose(population_prior(["deepscaler-1.5b"]).values, prior.values)
