@@ -91,7 +91,7 @@ class RoundPlan:
         steps: tokens each run generates this round (0 = stop).
         new_caps: the cap of this round's call: ``steps`` when continuing; ``used + steps``
             when restarting.
-        cost: tokens this round may spend per run (its reservation): ``new_caps``.
+        cost: tokens this round may spend per run: its fee plus its step.
         price: the round's shadow price (utility per token).
         expected_utility: expected utility of the targets (conditional on what was seen).
     """
@@ -114,6 +114,7 @@ def plan_round(
     policy: StepPolicy | None = None,
     max_tokens: ArrayLike | None = None,
     granularity: int = 16,
+    fees: ArrayLike | None = None,
 ) -> RoundPlan:
     """Plan one round for runs that used ``used_tokens`` each without finishing.
 
@@ -127,6 +128,10 @@ def plan_round(
         policy: the step policy (default: half the target, at least 256 tokens).
         max_tokens: largest total output per run (tokens; default: its saturation point).
         granularity: steps are multiples of it (tokens).
+        fees: tokens each run's next call costs besides its new tokens (default: nothing when
+            continuing, the regenerated ``used_tokens`` when restarting). A session passes the
+            prompt plus the partial answer, which a provider bills as prompt tokens when
+            continuing and as output when restarting.
     """
     policy = policy or StepPolicy()
     g = non_negative_int("granularity", granularity, minimum=1)
@@ -136,8 +141,11 @@ def plan_round(
         "max_tokens", float_array("max_tokens", max_tokens, low=0.0), n))
     remaining_cap = np.maximum(total_cap - used, 0.0)
     ahead = curves.conditional(used, finish=finish)
-    sunk = np.zeros(n) if continuation else used
-    priced = ahead if continuation else ahead.shifted(used)
+    if fees is None:
+        sunk = np.zeros(n) if continuation else used
+    else:
+        sunk = batch_shape("fees", float_array("fees", fees, low=0.0), n)
+    priced = ahead.shifted(sunk) if sunk.any() else ahead
     alloc = allocate(priced, max(float(budget), 0.0), min_tokens=sunk + g,
                      max_tokens=sunk + np.floor(remaining_cap / g) * g, granularity=g)
     targets = np.where(alloc.funded, alloc.tokens - sunk, 0).astype(np.int64)
@@ -150,7 +158,8 @@ def plan_round(
     steps = policy.steps(targets, g, tangent)
     new_caps = steps + (0 if continuation else used.astype(np.int64))
     new_caps = np.where(steps > 0, new_caps, 0)
-    return RoundPlan(targets, steps, new_caps, new_caps, alloc.price, alloc.expected_utility)
+    cost = np.where(steps > 0, steps + np.ceil(sunk).astype(np.int64), 0)
+    return RoundPlan(targets, steps, new_caps, cost, alloc.price, alloc.expected_utility)
 
 
 def _free_tokens(

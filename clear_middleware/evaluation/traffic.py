@@ -46,6 +46,7 @@ from ..estimators.prior import population_prior
 from ..estimators.static import StaticEstimator
 from ..simulator import SimulatorServer, item_marker, load_catalog
 from ..subtask import Subtask
+from ..tokens import count_text_tokens
 from .frontier import item_curves
 
 MIXES = ("balanced", "easy-heavy", "hard-heavy", "mixed")
@@ -186,15 +187,25 @@ class StreamResult:
         return sum(self.correct[window:]) / max(sum(self.items[window:]), 1)
 
 
+PROMPT_TOKENS = 48
+"""Every prompt is padded to this many tokens: the item marker must not make some prompts
+cheaper than others (CLEAR funds the cheaper of two equally promising subtasks first, and
+marker length would then leak the benchmark)."""
+
+
 def _subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
-    return [
-        Subtask.of(
-            f"{item_marker(str(pool.key[i]))} Solve the problem; give the final answer in "
-            f"\\boxed{{}}. (request {window.nonce}-{k})",
-            kind=str(pool.kind[i]), id=f"{i}:{window.nonce}:{k}", hint=pool.hint[i],
-        )
-        for k, i in enumerate(window.items)
-    ]
+    out = []
+    for k, i in enumerate(window.items):
+        text = (f"{item_marker(str(pool.key[i]))} Solve the problem; give the final answer in "
+                f"\\boxed{{}}. (request {window.nonce}-{k})")
+        padded = text
+        for pad in range(2 * PROMPT_TOKENS):  # " ." is one token; the seam may merge one
+            padded = text + " ." * (pad // 2) + " x" * (pad % 2)
+            if count_text_tokens(padded, f"openai/{pool.model}") == PROMPT_TOKENS:
+                break
+        out.append(Subtask.of(padded, kind=str(pool.kind[i]), id=f"{i}:{window.nonce}:{k}",
+                              hint=pool.hint[i]))
+    return out
 
 
 LEARNING = ("clear (learned)", "clear (learned, no hints)")

@@ -33,8 +33,10 @@ import numpy as np
 
 from .._validation import non_negative_int
 from ..allocator import POLICIES, Policy
+from ..allocator.progressive import StepPolicy
 from ..curves.base import UtilityCurves
 from ..dispatch.client import Completion, LiteLLMClient, is_retryable
+from ..dispatch.continuation import CONTINUATIONS, Continuation, continuation_for
 from ..dispatch.provider_settings import provider_settings
 from ..estimators.base import CallObservation, CurveEstimator
 from ..estimators.static import StaticEstimator
@@ -45,6 +47,7 @@ from ..subtask import Message, Subtask
 from ..tokens import count_message_tokens
 from ..usage import Usage
 from .planner import Funds, plan_outputs
+from .progressive import arun_progressive
 from .results import Plan, PlannedSubtask, SubtaskResult
 
 logger = logging.getLogger("clear_middleware.session")
@@ -105,6 +108,13 @@ class BudgetSession:
         lease_seconds: how long a crashed caller's reservation holds budget.
         prices: price overrides, ``{model: {"input_cost_per_token": ..,
             "output_cost_per_token": ..}}`` (the ``litellm.register_model`` convention).
+        mode: ``"one_shot"`` (every cap fixed before the calls) or ``"progressive"`` (spend in
+            rounds, re-pricing as runs reveal their lengths; needs ``budget_tokens``; see
+            :mod:`clear_middleware.session.progressive`).
+        step_policy: how far a run advances per round in progressive mode.
+        continuation: how progressive mode continues a cut-off run: ``"auto"`` (by provider,
+            :func:`~clear_middleware.dispatch.continuation.continuation_for`), a family, or
+            ``"restart"``.
         **litellm_kwargs: passed to every LiteLLM call (``api_base``, ``api_key``, ...).
     """
 
@@ -130,6 +140,9 @@ class BudgetSession:
         max_retries: int = 2,
         lease_seconds: float = 600.0,
         prices: dict[str, dict[str, float]] | None = None,
+        mode: Literal["one_shot", "progressive"] = "one_shot",
+        step_policy: StepPolicy | None = None,
+        continuation: Continuation | Literal["auto"] = "auto",
         **litellm_kwargs: Any,
     ) -> None:
         if not model or not isinstance(model, str):
@@ -141,6 +154,15 @@ class BudgetSession:
                              f"{on_unfunded!r}")
         if on_unfunded == "fallback" and not fallback_model:
             raise ValueError("on_unfunded='fallback' needs fallback_model")
+        if mode not in ("one_shot", "progressive"):
+            raise ValueError(f"mode must be 'one_shot' or 'progressive'; got {mode!r}")
+        if mode == "progressive" and budget_tokens is None:
+            raise ValueError("mode='progressive' plans in tokens: budget_tokens is required")
+        if continuation != "auto" and continuation not in CONTINUATIONS:
+            raise ValueError(f"continuation must be 'auto' or one of {list(CONTINUATIONS)}; "
+                             f"got {continuation!r}")
+        self.mode = mode
+        self.step_policy = step_policy or StepPolicy()
         self.caps = Caps(tokens=budget_tokens, usd=budget_usd)  # validates both
         self.model = model
         self.policy: Policy = policy
@@ -158,6 +180,9 @@ class BudgetSession:
         self.estimator: CurveEstimator = estimator or StaticEstimator()
         self.client = LiteLLMClient(router, **litellm_kwargs)
         self.provider_model = self.client.provider_model(model)
+        self.continuation: Continuation = (
+            continuation_for(self.provider_model, api_base=litellm_kwargs.get("api_base"))
+            if continuation == "auto" else continuation)
         self.prices = PriceBook(prices)
         self.price = self._price_of(self.provider_model, required=budget_usd is not None)
         self.prompt_margin = PromptMargin()
@@ -277,6 +302,7 @@ class BudgetSession:
         subtasks: Sequence[SubtaskLike],
         *,
         on_result: Callable[[SubtaskResult], None] | None = None,
+        on_progress: Callable[[int, int, bool], None] | None = None,
         **call_kwargs: Any,
     ) -> list[SubtaskResult]:
         """Async :meth:`run`.
@@ -284,10 +310,20 @@ class BudgetSession:
         Args:
             subtasks: prompt strings, chat-message lists or :class:`Subtask` objects.
             on_result: called with each result as it settles (progress bars, logging).
+            on_progress: progressive mode: called after every step with (subtask index,
+                tokens generated so far, finished).
             **call_kwargs: extra LiteLLM arguments for these calls (``temperature``, ``seed``).
         """
         await self._aopen()
         items = self._items(subtasks)
+        if self.mode == "progressive":
+            results = await arun_progressive(
+                self, items, policy=self.step_policy, continuation=self.continuation,
+                on_progress=on_progress, call_kwargs=call_kwargs)
+            for result in results:
+                if on_result is not None:
+                    on_result(result)
+            return results
         results: list[SubtaskResult | None] = [None] * len(items)
         pending = {item.index: item for item in items}
         running: dict[asyncio.Task[SubtaskResult], _Item] = {}
