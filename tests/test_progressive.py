@@ -1,0 +1,133 @@
+"""Progressive CLEAR: conditional curves, round planning, continuation, the session mode."""
+
+import numpy as np
+import pytest
+
+from clear_middleware import EmpiricalCurve, ShiftedSurge
+from clear_middleware.allocator.progressive import StepPolicy, plan_round
+from clear_middleware.dispatch.continuation import continuation_for, continue_request
+from clear_middleware.evaluation.progressive import Runs, one_shot, progressive
+from clear_middleware.session import BudgetSession, Subtask
+from clear_middleware.simulator import SimulatorServer, item_marker
+
+
+def test_conditional_surge_is_the_exact_conditional():
+    curve = ShiftedSurge(0.8, 1000.0, 1 / 500)
+    s, r = 2000.0, np.arange(0.0, 4000.0, 32.0)
+    ahead = curve.conditional([s], grid=r)
+    exact = (curve.value(s + r) - curve.value([s])[0]) / (1 - curve.value([s])[0])
+    np.testing.assert_allclose(ahead.values[0], exact, atol=1e-12)
+
+
+def test_conditioning_a_mixture_keeps_the_runs_still_going():
+    # A kind: half its items finish by 500 tokens, half need 3000; after 1000 tokens without
+    # finishing, only the slow half is left, and the conditional curve is theirs.
+    grid = np.arange(0.0, 8001.0, 100.0)
+    fast, slow = (grid >= 500).astype(float), (grid >= 3000).astype(float)
+    kind = EmpiricalCurve(grid, [(fast + slow) / 2])
+    ahead = kind.conditional([1000.0], grid=np.arange(0.0, 7001.0, 100.0))
+    assert ahead.value([1900.0])[0] == pytest.approx(0.0)
+    assert ahead.value([2000.0])[0] == pytest.approx(1.0)
+    # With separate finish curves, wrong answers that stop early also leave the pool.
+    finish = EmpiricalCurve(grid, [np.minimum(1.0, (fast + slow) / 2 + 0.25 * (grid >= 200))])
+    ahead = kind.conditional([1000.0], finish=finish, grid=np.arange(0.0, 7001.0, 100.0))
+    assert ahead.value([2000.0])[0] == pytest.approx(1.0)
+
+
+def test_plan_round_prices_restarts_higher():
+    curves = ShiftedSurge(0.9, np.full(6, 800.0), 1 / 400)
+    used = np.array([0.0, 0.0, 1500.0, 1500.0, 3000.0, 3000.0])
+    cont = plan_round(curves, used, 8000, continuation=True, max_tokens=8000)
+    restart = plan_round(curves, used, 8000, continuation=False, max_tokens=8000)
+    assert cont.cost.sum() <= 8000 and restart.cost.sum() <= 8000
+    # A restarted run pays its sunk tokens again: the call cap and the cost include them.
+    moving = restart.steps > 0
+    np.testing.assert_array_equal(restart.new_caps[moving], used[moving] + restart.steps[moving])
+    # Sunk tokens count against a restart, so it funds no more runs than continuation does.
+    assert (restart.steps > 0).sum() <= (cont.steps > 0).sum()
+
+
+def test_step_policies():
+    targets = np.array([0, 100, 1000, 5000])
+    assert StepPolicy().steps(targets, 16).tolist() == [0, 100, 512, 2512]
+    assert StepPolicy(kind="chunk", chunk_tokens=700).steps(targets, 16).tolist() == [
+        0, 100, 704, 704]
+    with pytest.raises(ValueError, match="fraction must be in"):
+        StepPolicy(fraction=0.0)
+    with pytest.raises(ValueError, match="kind must be"):
+        StepPolicy(kind="greedy")
+
+
+def test_progressive_finds_the_easy_runs_one_shot_cannot_tell_apart():
+    # Ten subtasks of one kind, half solved at 300 tokens, half needing 5000: with 8,000 tokens
+    # one-shot CLEAR on the kind curve can only fund some at one cap; progressive probes,
+    # keeps the fast ones' leftovers and stops the slow ones.
+    grid = np.arange(0.0, 6001.0, 50.0)
+    kind_curve = 0.5 * (grid >= 300) + 0.5 * (grid >= 5000)
+    curves = EmpiricalCurve(grid, np.repeat(kind_curve[None, :], 10, axis=0))
+    runs = Runs(np.array([300.0, 5000.0] * 5), np.ones(10, dtype=bool))
+    one_shot_acc, _ = one_shot(np.full(10, 800), runs)
+    acc, spent, rounds = progressive(curves, curves, runs, 8000, continuation=True,
+                                     policy=StepPolicy(min_tokens=64), max_tokens=6000,
+                                     granularity=50)
+    assert one_shot_acc == 0.5
+    assert acc >= 0.5 and spent * 10 <= 8000 and rounds >= 2
+
+
+@pytest.mark.parametrize(("model", "api_base", "thinking", "family"), [
+    ("hosted_vllm/qwen3", None, False, "continue_final"),
+    ("openai/deepscaler-1.5b", "http://127.0.0.1:9000/v1", False, "continue_final"),
+    ("openai/o4-mini", None, False, "restart"),
+    ("deepseek/deepseek-chat", None, False, "deepseek_prefix"),
+    ("deepseek/deepseek-reasoner", None, False, "restart"),
+    ("anthropic/claude-sonnet-4-5", None, False, "anthropic_prefill"),
+    ("anthropic/claude-sonnet-4-5", None, True, "restart"),
+    ("gemini/gemini-2.5-flash", None, False, "restart"),
+])
+def test_continuation_table(model, api_base, thinking, family):
+    assert continuation_for(model, api_base=api_base, thinking=thinking) == family
+
+
+def test_continue_request_shapes():
+    msgs = [{"role": "user", "content": "q"}]
+    req = continue_request("continue_final", msgs, "partial", "thinking")
+    assert req.messages[-1] == {"role": "assistant", "content": "partial",
+                                "reasoning_content": "thinking"}
+    assert req.extra == {"extra_body": {"continue_final_message": True,
+                                        "add_generation_prompt": False}}
+    assert continue_request("deepseek_prefix", msgs, "p").messages[-1]["prefix"] is True
+    assert continue_request("restart", msgs, "p").messages == msgs
+
+
+def test_session_progressive_continues_the_same_run_within_budget():
+    item = "math500/test/counting_and_probability/377.json"  # runs of 2,761-4,515 tokens
+    grid = np.arange(0.0, 16385.0, 64.0)
+    # A kind curve that rises slowly: progressive takes several steps on one subtask.
+    from clear_middleware.estimators import StaticEstimator
+
+    kind = EmpiricalCurve(grid, [np.clip((grid - 500) / 8000, 0, 0.9)])
+    with SimulatorServer() as sim:
+        session = BudgetSession(
+            budget_tokens=30_000, model="openai/deepscaler-1.5b", mode="progressive",
+            estimator=StaticEstimator(default=kind), max_output_tokens=16384,
+            step_policy=StepPolicy(kind="chunk", chunk_tokens=1024, min_tokens=256),
+            api_base=sim.base_url, api_key="sim")
+        assert session.continuation == "continue_final"
+        steps: list[tuple[int, int, bool]] = []
+        [result] = session.run([Subtask.of(f"{item_marker(item)} Solve.", kind="m")],
+                               on_progress=lambda i, used, done: steps.append((i, used, done)))
+        served = sim.requests
+        assert len(served) >= 2 and len({r.run_id for r in served}) == 1  # one run continued
+        assert all(r.already_tokens > 0 for r in served[1:])
+        balance = session.remaining()
+        assert balance.spent_tokens == sum(r.prompt_tokens + r.completion_tokens for r in served)
+        assert balance.spent_tokens <= 30_000
+        assert result.usage.completion_tokens == sum(r.completion_tokens for r in served)
+        assert steps[-1][1] == sum(r.completion_tokens for r in served)
+
+
+def test_progressive_mode_needs_a_token_budget():
+    with pytest.raises(ValueError, match="budget_tokens is required"):
+        BudgetSession(budget_usd=1.0, model="openai/gpt-4o-mini", mode="progressive")
+    with pytest.raises(ValueError, match="mode must be"):
+        BudgetSession(budget_tokens=10, model="openai/gpt-4o-mini", mode="rounds")
