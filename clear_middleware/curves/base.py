@@ -90,6 +90,25 @@ class UtilityCurves(Protocol):
         ...
 
 
+class CurveMethods:
+    """What every curve family derives from its ``responder``: shared by the concrete classes."""
+
+    def best_response(
+        self, price: float, *, min_tokens: ArrayLike = 0, max_tokens: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """Tokens each curve buys at ``price`` (utility per token) within its bounds."""
+        return self.responder(min_tokens, max_tokens).demand(price)  # type: ignore[attr-defined]
+
+    def conditional(
+        self, used_tokens: ArrayLike, *, finish: UtilityCurves | None = None,
+        grid: ArrayLike | None = None,
+    ) -> UtilityCurves:
+        """See :meth:`UtilityCurves.conditional`."""
+        from .conditional import conditional_curve
+
+        return conditional_curve(self, used_tokens, finish=finish, grid=grid)  # type: ignore[arg-type]
+
+
 class BestResponse(ABC):
     """Demand for tokens of a batch of curves as a function of the price, under fixed bounds.
 

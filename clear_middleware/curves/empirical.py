@@ -22,13 +22,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from .._validation import float_array
 from ._bounds import token_bounds
-from .base import SATURATION_FRACTION, BestResponse, UtilityCurves
+from .base import SATURATION_FRACTION, BestResponse, CurveMethods
 
 _MONOTONE_TOLERANCE = 1e-12
 
 
 @dataclass(frozen=True, eq=False)
-class EmpiricalCurve:
+class EmpiricalCurve(CurveMethods):
     """A batch of non-decreasing piecewise-linear curves on one token grid.
 
     Args:
@@ -194,23 +194,8 @@ class EmpiricalCurve:
         lower, upper = token_bounds(len(self), min_tokens, max_tokens, self.saturation_tokens())
         return EnvelopeResponse(self, lower, upper)
 
-    def best_response(
-        self, price: float, *, min_tokens: ArrayLike = 0, max_tokens: ArrayLike | None = None
-    ) -> NDArray[np.float64]:
-        """Tokens each curve buys at ``price`` (utility per token) within its bounds."""
-        return self.responder(min_tokens, max_tokens).demand(price)
-
     def take(self, index: ArrayLike) -> Self:
         return type(self)(self.grid, self.values[np.asarray(index)])
-
-    def conditional(
-        self, used_tokens: ArrayLike, *, finish: UtilityCurves | None = None,
-        grid: ArrayLike | None = None,
-    ) -> EmpiricalCurve:
-        """See :meth:`UtilityCurves.conditional`."""
-        from .conditional import conditional_curve
-
-        return conditional_curve(self, used_tokens, finish=finish, grid=grid)
 
     def shifted(self, tokens: ArrayLike) -> Self:
         """Resampled on the grid extended by the largest shift: exact at grid points, linear

@@ -21,7 +21,7 @@ when its surplus there is not positive, i.e. when ``lam`` reaches its break-even
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Self
+from typing import Literal, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -30,11 +30,7 @@ from scipy.special import gammaincinv
 from .._validation import float_array
 from ._bounds import token_bounds
 from ._lambertw import neg_w_lower_from_log
-from .base import SATURATION_FRACTION, BestResponse
-
-if TYPE_CHECKING:
-    from .base import UtilityCurves
-    from .empirical import EmpiricalCurve
+from .base import SATURATION_FRACTION, BestResponse, CurveMethods
 
 
 def gamma2_cdf(y: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -63,7 +59,7 @@ def _tangent_y(k: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 @dataclass(frozen=True, eq=False)
-class ShiftedSurge:
+class ShiftedSurge(CurveMethods):
     """A batch of shifted-surge curves held as arrays (scalars broadcast).
 
     Args:
@@ -168,24 +164,9 @@ class ShiftedSurge:
         lower, upper = token_bounds(len(self), min_tokens, max_tokens, self.saturation_tokens())
         return SurgeResponse(self, lower, upper)
 
-    def best_response(
-        self, price: float, *, min_tokens: ArrayLike = 0, max_tokens: ArrayLike | None = None
-    ) -> NDArray[np.float64]:
-        """Tokens each query buys at ``price`` (utility per token) within its bounds."""
-        return self.responder(min_tokens, max_tokens).demand(price)
-
     def take(self, index: ArrayLike) -> Self:
         idx = np.asarray(index)
         return type(self)(self.ceiling[idx], self.threshold[idx], self.rate[idx])
-
-    def conditional(
-        self, used_tokens: ArrayLike, *, finish: UtilityCurves | None = None,
-        grid: ArrayLike | None = None,
-    ) -> EmpiricalCurve:
-        """See :meth:`UtilityCurves.conditional`."""
-        from .conditional import conditional_curve
-
-        return conditional_curve(self, used_tokens, finish=finish, grid=grid)
 
     def shifted(self, tokens: ArrayLike) -> Self:
         """Exact: the threshold moves by ``tokens``."""
