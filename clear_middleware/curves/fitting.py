@@ -27,8 +27,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import minimize
-from scipy.special import expit
 
 from .._validation import float_array
 from .shifted_surge import gamma2_cdf
@@ -227,6 +225,11 @@ def _log_likelihood(data: _Rollouts, a, tau, beta) -> NDArray[np.float64]:
     return (np.where(data.good, good, 0.0) + np.where(data.fail, fail, 0.0)).sum(axis=1)
 
 
+def expit(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The logistic function, overflow-free."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
 def _fit_capped(data: _Rollouts, a0, tau0, beta0, *, shared: bool):
     """Joint ``(a, tau, beta)`` by L-BFGS-B on the exact gradient; starts at the closed form.
 
@@ -289,6 +292,8 @@ def _fit_capped(data: _Rollouts, a0, tau0, beta0, *, shared: bool):
     for i in np.flatnonzero(~has):
         bounds[i] = (x0[i], x0[i])
         bounds[n + i] = (x0[n + i], x0[n + i])
+    from scipy.optimize import minimize  # importing scipy.optimize takes about a second
+
     result = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                       options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9})
     a, tau, beta = unpack(result.x)

@@ -25,7 +25,6 @@ from typing import Literal, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import gammaincinv
 
 from .._validation import float_array
 from ._bounds import token_bounds
@@ -38,6 +37,23 @@ def gamma2_cdf(y: NDArray[np.float64]) -> NDArray[np.float64]:
     y = np.maximum(y, 0.0)
     # -expm1(-y) - y*exp(-y) keeps full relative precision for small y.
     return -np.expm1(-y) - y * np.exp(-y)
+
+
+def gamma2_quantile(fraction: float) -> float:
+    """``y`` with ``G(y) = fraction``, for ``fraction`` in (0, 1): bisection to machine precision
+    (a scalar; this keeps scipy.special, slow to import, out of the package import)."""
+    lo, hi = 0.0, 1.0
+    while float(gamma2_cdf(np.array(hi))) < fraction:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if float(gamma2_cdf(np.array(mid))) < fraction:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def _tangent_y(k: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -155,7 +171,7 @@ class ShiftedSurge(CurveMethods):
         """``tau + G^{-1}(fraction) / beta``: the cap (tokens) where the curve reaches
         ``fraction`` of its ceiling."""
         frac = float(float_array("fraction", fraction, low=0.0, high=1.0, low_open=True))
-        y = gammaincinv(2.0, frac) if frac < 1.0 else np.inf
+        y = gamma2_quantile(frac) if frac < 1.0 else np.inf
         return self.threshold + y / self.rate
 
     def responder(
