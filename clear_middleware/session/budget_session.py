@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._validation import non_negative_int
+from .._validation import float_array, non_negative_int
 from ..allocator import POLICIES, Policy
 from ..curves.base import UtilityCurves
 from ..dispatch.client import Completion, LiteLLMClient, is_retryable
@@ -140,7 +140,12 @@ class BudgetSession:
                              f"{on_unfunded!r}")
         if on_unfunded == "fallback" and not fallback_model:
             raise ValueError("on_unfunded='fallback' needs fallback_model")
-        self.caps = Caps(tokens=budget_tokens, usd=budget_usd)  # validates both
+        # Checked here so errors name the session's own arguments (not the ledger's caps).
+        if budget_tokens is not None:
+            budget_tokens = non_negative_int("budget_tokens", budget_tokens)
+        if budget_usd is not None:
+            budget_usd = float(float_array("budget_usd", budget_usd, low=0.0))
+        self.caps = Caps(tokens=budget_tokens, usd=budget_usd)
         self.model = model
         self.policy: Policy = policy
         self.min_output_tokens = non_negative_int("min_output_tokens", min_output_tokens,
