@@ -7,7 +7,9 @@ reports it served. The simulator is deterministic given the item, the seed and t
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -61,6 +63,31 @@ def served_ok(sim: SimulatorServer) -> list[ServedRequest]:
 def server_tokens(requests: Sequence[ServedRequest]) -> int:
     """Prompt plus completion tokens the server reported for these requests."""
     return sum(r.prompt_tokens + r.completion_tokens for r in requests)
+
+
+def logged(sim: SimulatorServer, count: int, timeout_s: float = 5.0) -> list[ServedRequest]:
+    """The server's log once it holds ``count`` entries (delayed and hung requests are logged
+    when they end, after the client has moved on). Blocks: use :func:`alogged` in async tests,
+    where the client's sockets close only while the event loop runs."""
+    deadline = time.monotonic() + timeout_s
+    while len(sim.requests) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _exactly(sim, count)
+
+
+async def alogged(sim: SimulatorServer, count: int, timeout_s: float = 5.0
+                  ) -> list[ServedRequest]:
+    """:func:`logged` for async tests."""
+    deadline = time.monotonic() + timeout_s
+    while len(sim.requests) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return _exactly(sim, count)
+
+
+def _exactly(sim: SimulatorServer, count: int) -> list[ServedRequest]:
+    requests = sim.requests
+    assert len(requests) == count, f"expected {count} logged requests, got {len(requests)}"
+    return requests
 
 
 @pytest.fixture(scope="module")

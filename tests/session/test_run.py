@@ -14,7 +14,8 @@ from .conftest import MODEL, batch, served_ok, server_tokens, subtask
 
 # Seed 0 replays, for these items, runs of 750, 2465, 848, 2155, 1554 and 765 tokens (the
 # first, third and sixth end in the gold answer well below 1,000 tokens).
-ANSWERS = {0: "The final answer is $\\boxed{4}$.", 2: "The final answer is $\\boxed{\\frac{3}{2}}$."}
+ANSWERS = {0: "The final answer is $\\boxed{4}$.",
+           2: "The final answer is $\\boxed{\\frac{3}{2}}$."}
 
 
 def _ledger_matches_server(session: BudgetSession, sim) -> int:

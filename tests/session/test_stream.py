@@ -10,8 +10,9 @@ import threading
 import pytest
 
 from clear_middleware.session import UnfundedSubtasks
+from clear_middleware.simulator import SimulatorServer
 
-from .conftest import EASY_ITEMS, HARD_ITEMS, served_ok, subtask
+from .conftest import EASY_ITEMS, HARD_ITEMS, alogged, served_ok, subtask
 
 ITEM = EASY_ITEMS[0]  # seed 0: a 750-token run ending in the gold answer
 ANSWER = "The final answer is $\\boxed{4}$."
@@ -41,7 +42,7 @@ async def test_stream_stopped_early_is_charged_its_reservation(sim, make_session
     session = make_session(budget_tokens=3000)
     stream = session.astream(subtask(ITEM, "easy"), seed=0)
     async with contextlib.aclosing(stream):
-        async for first in stream:
+        async for first in stream:  # noqa: B007 - the piece is checked below
             break  # the consumer stops after the first piece of the answer
     assert ANSWER.startswith(first) and first != ANSWER
     [served] = sim.requests
@@ -54,15 +55,6 @@ async def test_stream_stopped_early_is_charged_its_reservation(sim, make_session
     assert (balance.spent_tokens, balance.reserved_tokens) == (reserve.tokens, 0)
 
 
-async def _log_entry(sim, timeout_s: float = 5.0):
-    """The single logged request, waiting for the server to finish logging it."""
-    for _ in range(int(timeout_s / 0.05)):
-        if sim.requests:
-            return sim.requests[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("the server logged no request")
-
-
 async def test_stream_cancelled_while_reasoning_hangs_up_and_is_charged(
     sim, make_session
 ) -> None:
@@ -72,30 +64,30 @@ async def test_stream_cancelled_while_reasoning_hangs_up_and_is_charged(
     stream = session.astream(subtask(ITEM, "easy"), seed=0)
     with pytest.raises(TimeoutError):  # the consumer gives up before the first answer text
         await asyncio.wait_for(anext(stream), timeout=0.25)
-    served = await _log_entry(sim)
+    [served] = await alogged(sim, 1)
     assert served.disconnected and 0 < served.sent_tokens < served.completion_tokens
     reserve, commit = session.statement()
     assert (commit.kind, commit.tokens, commit.reason) == ("commit", reserve.tokens, "no_usage")
     assert commit.tokens >= served.prompt_tokens + served.sent_tokens
 
 
-async def test_stream_failing_mid_stream_is_charged_not_released(sim, make_session) -> None:
-    sim.tokens_per_second = 1500  # 750 tokens: 0.5 s
-    sim.stream_chunk_tokens = 8
-    session = make_session(budget_tokens=3000, timeout=0.4)
+async def test_stream_failing_mid_stream_is_charged_not_released(make_session) -> None:
+    # A server of its own: the stall below is triggered by its first arrival.
+    with SimulatorServer(tokens_per_second=1500, stream_chunk_tokens=8) as own:  # 0.5 s reply
+        session = make_session(budget_tokens=3000, timeout=0.4, api_base=own.base_url)
 
-    def stall() -> None:  # once tokens flow, the server stalls past the client's read timeout
-        sim.wait_for_arrivals(1, 5.0)
-        threading.Event().wait(0.15)
-        sim.tokens_per_second = 10  # 0.8 s per 8-token chunk
+        def stall() -> None:  # once tokens flow, the server stalls past the read timeout
+            own.wait_for_arrivals(1, 5.0)
+            threading.Event().wait(0.15)
+            own.tokens_per_second = 10  # 0.8 s per 8-token chunk
 
-    staller = threading.Thread(target=stall)
-    staller.start()
-    with pytest.raises(Exception, match="(?i)timeout|timed out"):
-        async for _ in session.astream(subtask(ITEM, "easy"), seed=0):
-            pass
-    staller.join()
-    served = await _log_entry(sim)
+        staller = threading.Thread(target=stall)
+        staller.start()
+        with pytest.raises(Exception, match=r"(?i)timeout|timed out"):
+            async for _ in session.astream(subtask(ITEM, "easy"), seed=0):
+                pass
+        staller.join()
+        [served] = await alogged(own, 1)
     assert served.disconnected and served.sent_tokens > 0  # generated, and billable
     reserve, commit = session.statement()
     assert (commit.kind, commit.tokens, commit.reason) == ("commit", reserve.tokens, "no_usage")
