@@ -329,8 +329,12 @@ class BudgetSession:
                     finish(task.result())
                 refused.clear()  # settled calls returned tokens: worth trying again
         finally:
+            # Cancelled (or failed): stop the calls in flight and wait for them to release
+            # their reservations, so the budget is free when arun returns, on any store.
             for task in running:
                 task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
         price = plan.price if pending else self.current_price
         for item in (pending[i] for i in sorted(pending)):
             finish(await self._unfunded(item, price, call_kwargs))
