@@ -3,8 +3,12 @@ same subtask; timeouts free the budget too. Faults are injected in the simulator
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
+import pytest
+
+from clear_middleware.simulator import SimulatorServer
 from clear_middleware.usage import Usage
 
 from .conftest import EASY_ITEMS, alogged, logged, served_ok, server_tokens, subtask
@@ -106,3 +110,21 @@ async def test_faults_in_a_concurrent_batch_leave_the_ledger_exact(sim, make_ses
     assert len(answered) == 6
     assert balance.spent_tokens == server_tokens(answered) == sum(
         r.usage.total_tokens for r in results)
+
+
+async def test_a_cancelled_batch_has_released_everything_when_it_returns(
+    make_session, tmp_path
+) -> None:
+    # A server of its own: replies cut short by the cancellation are logged after the test.
+    with SimulatorServer(tokens_per_second=2000) as own:  # replies of 0.4-1.2 s
+        session = make_session(budget_tokens=12_000, api_base=own.base_url,
+                               store=f"sqlite:///{tmp_path / 'budget.db'}")
+        batch = [subtask(i, "easy") for i in EASY_ITEMS]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(session.arun(batch, seed=0), timeout=0.3)
+        # No await in between: the reservations were released before arun gave up control.
+        balance = session.remaining()
+        kinds = Counter(_kinds(session))
+    assert (balance.reserved_tokens, balance.spent_tokens, balance.available_tokens) == (
+        0, 0, 12_000)
+    assert kinds["reserve"] == kinds["release"] >= 1 and set(kinds) == {"reserve", "release"}
