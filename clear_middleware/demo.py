@@ -48,7 +48,7 @@ DEFAULT_N = 60
 DEFAULT_BUDGET_PER_ITEM = 1500  # tokens per subtask: scarce for these models
 DEFAULT_SIM_MODEL = "deepscaler-1.5b"
 DEFAULT_PRICE_MODEL = "openai/o4-mini"
-HELD_OUT_SHARE = 0.25  # at least this share of each benchmark's items stays out of the batch
+HELD_OUT_SHARE = 0.25  # share of the items (about as much per benchmark) kept out of the batch
 POLICIES = ("clear", "uniform")
 API_KEY_ENV = "CLEAR_DEMO_API_KEY"
 
