@@ -177,3 +177,13 @@ def test_one_subtask_of_unknown_kind_uses_the_prior(sim, make_session) -> None:
     [result] = session.run([subtask("math500/test/algebra/1004.json")], seed=0)
     assert (result.status, result.usage) == ("ok", Usage(28, 750, 740))
     assert _ledger_matches_server(session, sim) == 778
+
+
+def test_a_second_batch_gets_only_what_the_first_left(sim, make_session) -> None:
+    session = make_session(budget_tokens=5000, max_concurrency=1)
+    first = session.run(batch(easy=6), seed=0)
+    left = 5000 - sum(r.usage.total_tokens for r in first)
+    assert session.remaining().available_tokens == left == 28
+    second = session.run(batch(easy=2), seed=0)  # 28 tokens fund no 42-token prompt
+    assert [r.status for r in second] == ["unfunded", "unfunded"]
+    assert len(sim.requests) == sum(r.ok for r in first)
