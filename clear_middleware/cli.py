@@ -1,4 +1,5 @@
-"""``clear-middleware`` command line: ``frontier`` (CLEAR against the baselines on real data)."""
+"""``clear-middleware`` command line: ``demo`` (one batch through LiteLLM under a session budget,
+CLEAR against uniform caps) and ``frontier`` (CLEAR against the baselines on real data)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,50 @@ def _frontier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo  # imports LiteLLM: only when asked for
+
+    options = DemoOptions(
+        n=args.n, budget_per_item=args.budget_per_item, sim_model=args.sim_model,
+        seed=args.seed, model=args.model, api_base=args.api_base, api_key=args.api_key,
+        config=args.config, price_model=args.price_model, concurrency=args.concurrency,
+    )
+    run_demo(options)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from .demo import DEFAULT_BUDGET_PER_ITEM, DEFAULT_N, DEFAULT_PRICE_MODEL, DEFAULT_SIM_MODEL
+
+    demo = sub.add_parser(
+        "demo", help="run a batch through LiteLLM under one budget: CLEAR against uniform caps",
+        description="Start the local simulator, run a batch of sweep items through LiteLLM "
+        "under one session budget with CLEAR and with uniform caps, and print accuracy, "
+        "tokens spent, subtasks abandoned and USD. --model/--api-base/--config call a real "
+        "provider instead.",
+    )
+    demo.add_argument("--n", type=int, default=DEFAULT_N, help="subtasks in the batch")
+    demo.add_argument("--budget-per-item", type=int, default=DEFAULT_BUDGET_PER_ITEM,
+                      help="session budget per subtask (tokens)")
+    demo.add_argument("--sim-model", default=DEFAULT_SIM_MODEL,
+                      help="the sweep model whose items and runs are used")
+    demo.add_argument("--seed", type=int, default=0, help="draws the batch; seeds the calls")
+    demo.add_argument("--concurrency", type=int, default=8, help="calls in flight at once")
+    demo.add_argument("--price-model", default=DEFAULT_PRICE_MODEL,
+                      help="price the usage at this model's USD prices")
+    real = demo.add_argument_group("a real provider instead of the simulator")
+    real.add_argument("--model", help="a LiteLLM model name (or a model group of --config)")
+    real.add_argument("--api-base", help="the provider's base URL")
+    real.add_argument("--api-key", help="the provider's key (default: $CLEAR_DEMO_API_KEY, "
+                      "else LiteLLM's provider variables)")
+    real.add_argument("--config", help="a LiteLLM config file with a model_list")
+    demo.set_defaults(func=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clear-middleware", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
     front = sub.add_parser(
         "frontier",
         help="accuracy of CLEAR and the baselines at several budgets, on the bundled real data",
@@ -43,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValueError as error:  # bad option values: say which, exit 2 like argparse
+        parser.error(str(error))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._validation import non_negative_int
+from .._validation import float_array, non_negative_int
 from ..allocator import POLICIES, Policy
 from ..allocator.progressive import StepPolicy
 from ..curves.base import UtilityCurves
@@ -163,7 +163,12 @@ class BudgetSession:
                              f"got {continuation!r}")
         self.mode = mode
         self.step_policy = step_policy or StepPolicy()
-        self.caps = Caps(tokens=budget_tokens, usd=budget_usd)  # validates both
+        # Checked here so errors name the session's own arguments (not the ledger's caps).
+        if budget_tokens is not None:
+            budget_tokens = non_negative_int("budget_tokens", budget_tokens)
+        if budget_usd is not None:
+            budget_usd = float(float_array("budget_usd", budget_usd, low=0.0))
+        self.caps = Caps(tokens=budget_tokens, usd=budget_usd)
         self.model = model
         self.policy: Policy = policy
         self.min_output_tokens = non_negative_int("min_output_tokens", min_output_tokens,
@@ -363,8 +368,12 @@ class BudgetSession:
                     finish(task.result())
                 refused.clear()  # settled calls returned tokens: worth trying again
         finally:
+            # Cancelled (or failed): stop the calls in flight and wait for them to release
+            # their reservations, so the budget is free when arun returns, on any store.
             for task in running:
                 task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
         price = plan.price if pending else self.current_price
         for item in (pending[i] for i in sorted(pending)):
             finish(await self._unfunded(item, price, call_kwargs))
@@ -489,10 +498,15 @@ class BudgetSession:
     async def astream(self, subtask: SubtaskLike, **call_kwargs: Any) -> AsyncIterator[str]:
         """Stream one subtask's answer text, funded at the session's current price.
 
-        The call asks the provider for a final usage chunk and settles it; a consumer that
-        stops early (``break``, ``aclose()``) closes the stream, and the call, reporting no
-        usage, is charged at its reservation (never less than the provider could bill).
-        Raises :class:`UnfundedSubtasks` when the subtask cannot be funded.
+        The call asks the provider for a final usage chunk and settles it. A call that does
+        not run to its end is charged its whole reservation (prompt + output cap, never less
+        than the provider could bill): when the consumer stops early (``aclose()``, e.g. with
+        ``contextlib.aclosing``, or cancellation; a bare ``break`` settles when the generator
+        is garbage-collected) the provider stream is closed at once and no usage was read;
+        when the stream breaks after the provider started sending (a read timeout, a dropped
+        connection) the provider may bill what it generated, which is unknown. Only an error
+        before the first chunk releases the reservation. Raises :class:`UnfundedSubtasks`
+        when the subtask cannot be funded (nothing is sent).
         """
         await self._aopen()
         item = self._items([subtask])[0]
@@ -506,30 +520,35 @@ class BudgetSession:
         settings = provider_settings(self.provider_model, row.output_tokens).kwargs
         usage: Usage | None = None
         finish_reason: str | None = None
-        settled = False
+        received = False  # a chunk arrived: the provider accepted the call and is generating
+        chunks = self.client.astream(self.model, item.subtask.message_list, settings,
+                                     **_metadata(item), **call_kwargs)
         try:
-            async for chunk in self.client.astream(self.model, item.subtask.message_list,
-                                                   settings, **_metadata(item), **call_kwargs):
-                usage = Usage.from_response(chunk) or usage
-                for choice in getattr(chunk, "choices", None) or ():
-                    finish_reason = getattr(choice, "finish_reason", None) or finish_reason
-                    delta = getattr(choice, "delta", None)
-                    text = getattr(delta, "content", None) if delta is not None else None
-                    if text:
-                        yield text
-            completion = Completion("", "", usage, finish_reason)
-            await self._asettle(item, call_id, completion, row.output_tokens)
-            settled = True
+            # aclosing: an early stop must hang up the provider now, not when the inner
+            # generator happens to be garbage-collected.
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    received = True
+                    usage = Usage.from_response(chunk) or usage
+                    for choice in getattr(chunk, "choices", None) or ():
+                        finish_reason = getattr(choice, "finish_reason", None) or finish_reason
+                        delta = getattr(choice, "delta", None)
+                        text = getattr(delta, "content", None) if delta is not None else None
+                        if text:
+                            yield text
         except Exception:
-            await self.ledger.arelease(self.session_id, call_id)
-            settled = True
+            if received:  # broken mid-stream: charged at its reservation
+                await self.ledger.acommit(self.session_id, call_id, None)
+            else:  # refused before generating anything
+                await self.ledger.arelease(self.session_id, call_id)
             raise
-        finally:
-            if not settled:  # the consumer stopped early (GeneratorExit / cancellation)
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._asettle(
-                        item, call_id, Completion("", "", usage, finish_reason),
-                        row.output_tokens))
+        except BaseException:  # the consumer stopped early (GeneratorExit / cancellation)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._asettle(
+                    item, call_id, Completion("", "", usage, finish_reason), row.output_tokens))
+            raise
+        await self._asettle(item, call_id, Completion("", "", usage, finish_reason),
+                            row.output_tokens)
 
     # -- feedback ----------------------------------------------------------------------------
     def record_outcome(self, call: str | SubtaskResult, *, correct: bool) -> None:
