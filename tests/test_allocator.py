@@ -162,3 +162,15 @@ def test_large_batch_certificate_is_tight():
         assert result.spent >= per_item * n - n  # at most one token per query unspent
         # Relative duality gap under 1e-5: CLEAR is optimal up to rounding.
         assert result.gap <= 1e-5 * result.upper_bound
+
+
+def test_idle_tokens_fund_a_priced_out_subtask_at_a_smaller_cap():
+    # One hard subtask whose most efficient cap (about 8,000 tokens) exceeds the budget: the
+    # price alone funds nothing, but the budget still buys it a chance.
+    curves = ShiftedSurge(0.35, 1500.0, 1 / 2500)
+    result = allocate(curves, 4492)
+    assert result.tokens.tolist() == [4492]
+    assert result.expected_utility == pytest.approx(float(curves.value([4492.0])[0]))
+    # Never at the expense of the budget or the bounds.
+    bounded = allocate(curves, 4492, min_tokens=5000)
+    assert bounded.tokens.tolist() == [0]

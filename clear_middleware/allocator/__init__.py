@@ -14,7 +14,7 @@ from .baselines import greedy_caps, proportional_caps, uniform_caps
 from .clear import market_bracket, solve_clear
 from .oracle import oracle_caps
 from .result import Allocation
-from .rounding import round_to_grid
+from .rounding import fill_unfunded, round_to_grid
 
 Policy = Literal["clear", "uniform", "proportional", "greedy", "oracle"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -84,6 +84,7 @@ def allocate(
     if policy == "clear":
         solution = solve_clear(response, float(total))
         caps = round_to_grid(curves, solution.tokens, total, g, upper)
+        caps = fill_unfunded(curves, caps, total, g, lower, upper)
         price, bound = solution.price, solution.upper_bound
     else:
         caps = _BASELINES[policy](response, total, g)

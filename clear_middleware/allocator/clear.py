@@ -10,7 +10,8 @@
 3. *Spreading.* What is still left goes to the funded set alone, by lowering the price for
    that set (each funded query keeps at least what it has); all of them are on the concave side
    of their curves, so this only adds utility. Steps 2-3 repeat while they place tokens.
-4. *Rounding* to integer multiples of the granularity (:mod:`.rounding`).
+4. *Rounding* to integer multiples of the granularity, then any tokens still idle go to the
+   most valuable priced-out subtask at the cap they allow (:mod:`.rounding`).
 """
 
 from __future__ import annotations

@@ -57,3 +57,36 @@ def _trim_to_budget(
         caps[worst] -= g
         excess_units -= k
     return caps
+
+
+def fill_unfunded(
+    curves: UtilityCurves,
+    caps: NDArray[np.int64],
+    budget: int,
+    granularity: int,
+    lower: NDArray[np.float64],
+    upper: NDArray[np.float64],
+) -> NDArray[np.int64]:
+    """Spend what the price left idle on subtasks it priced out, most valuable first.
+
+    At the clearing price a subtask is funded only at its most efficient cap (where its
+    utility per token peaks); tokens left over that cannot reach that cap would otherwise go
+    unused, although a smaller cap still has value. Each step funds the unfunded subtask with
+    the largest utility at the largest cap the leftover allows (within its bounds); the loop
+    runs once per subtask so funded, usually none or one.
+    """
+    g = granularity
+    caps = caps.copy()
+    left = budget - int(caps.sum())
+    while left >= g:
+        room = np.floor(np.minimum(upper, left) / g) * g
+        candidate = (caps == 0) & (room >= np.maximum(lower, g))
+        if not candidate.any():
+            break
+        gain = np.where(candidate, curves.value(room), 0.0)
+        best = int(np.argmax(gain))
+        if gain[best] <= 0.0:
+            break
+        caps[best] = int(room[best])
+        left -= caps[best]
+    return caps
