@@ -1,7 +1,8 @@
 """A separate process that uses the ledger, for the multi-process and crash tests.
 
-    python _worker.py run  URI OPTIONS_JSON SESSION PREFIX N SEED START_AT
-        N reserve -> commit (or release) cycles; prints a JSON summary.
+    python _worker.py run  URI OPTIONS_JSON SESSION PREFIX N SEED BARRIER_DIR WORKERS
+        N reserve -> commit (or release) cycles once WORKERS workers are ready (a file each in
+        BARRIER_DIR); prints a JSON summary.
     python _worker.py hold URI OPTIONS_JSON SESSION CALL TOKENS LEASE_SECONDS
         reserves once, prints "reserved", then sleeps until killed.
 """
@@ -12,13 +13,23 @@ import json
 import random
 import sys
 import time
+from pathlib import Path
 
 from clear_middleware.ledger import Amount, BudgetExceeded, Ledger, store_from_uri
 
 
-def run(ledger: Ledger, session: str, prefix: str, n: int, seed: int, start_at: float) -> None:
+def wait_for_all(barrier: Path, prefix: str, workers: int) -> None:
+    """Start together: however slowly each interpreter came up, all begin at once."""
+    (barrier / f"{prefix}.ready").touch()
+    deadline = time.time() + 120
+    while len(list(barrier.glob("*.ready"))) < workers:
+        if time.time() > deadline:
+            raise SystemExit("the other workers never became ready")
+        time.sleep(0.005)
+
+
+def run(ledger: Ledger, session: str, prefix: str, n: int, seed: int) -> None:
     rng = random.Random(seed)
-    time.sleep(max(0.0, start_at - time.time()))  # start all workers together
     reserved = refused = committed_tokens = 0
     for i in range(n):
         call = f"{prefix}-{i}"
@@ -43,8 +54,9 @@ def main() -> None:
     mode, uri, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     ledger = Ledger(store_from_uri(uri, **options))
     if mode == "run":
-        session, prefix, n, seed, start_at = sys.argv[4:9]
-        run(ledger, session, prefix, int(n), int(seed), float(start_at))
+        session, prefix, n, seed, barrier, workers = sys.argv[4:10]
+        wait_for_all(Path(barrier), prefix, int(workers))
+        run(ledger, session, prefix, int(n), int(seed))
     elif mode == "hold":
         session, call, tokens, lease = sys.argv[4:8]
         ledger.reserve(session, call, Amount(int(tokens)), lease_seconds=float(lease))

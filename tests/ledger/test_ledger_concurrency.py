@@ -14,7 +14,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -108,14 +107,14 @@ def test_sub_sessions_share_the_parent_cap(kind, make_store):
         assert ledger.remaining(f"sub{k}").spent_tokens <= CAP_TOKENS // 2
 
 
-def run_workers(uri: str, options: dict, session: str, processes: int = 4) -> list[dict]:
+def run_workers(uri: str, options: dict, session: str, barrier: Path,
+                processes: int = 4) -> list[dict]:
     per_worker = CALLS // processes
-    start_at = time.time() + 1.5  # after every interpreter has started
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     workers = [
         subprocess.Popen(
             [sys.executable, str(HERE / "_worker.py"), "run", uri, json.dumps(options), session,
-             f"w{w}", str(per_worker), str(w), str(start_at)],
+             f"w{w}", str(per_worker), str(w), str(barrier), str(processes)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         for w in range(processes)
@@ -137,7 +136,9 @@ def test_four_processes(kind, tmp_path, request):
         options = {"namespace": f"mp-{uuid.uuid4().hex}"}
     ledger = Ledger(store_from_uri(uri, **options))
     ledger.open_session("shared", Caps(tokens=CAP_TOKENS, usd=CAP_USD))
-    summaries = run_workers(uri, options, "shared")
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    summaries = run_workers(uri, options, "shared", barrier)
     check(ledger, "shared", sum(s["reserved"] for s in summaries))
     assert ledger.remaining("shared").spent_tokens == sum(s["committed_tokens"] for s in summaries)
     # The workers really ran at the same time: each one's span of entries overlaps the others'.
