@@ -174,3 +174,14 @@ def test_idle_tokens_fund_a_priced_out_subtask_at_a_smaller_cap():
     # Never at the expense of the budget or the bounds.
     bounded = allocate(curves, 4492, min_tokens=5000)
     assert bounded.tokens.tolist() == [0]
+
+
+def test_small_fan_outs_get_the_exact_split():
+    # Two identical subtasks, 5,000 tokens: the price alone funds one at its efficient cap
+    # (utility 0.516); splitting the budget solves more (0.605), and a fan-out this small gets
+    # the exact search.
+    curves = ShiftedSurge(0.6, [130.0, 130.0], 1 / 1400)
+    result = allocate(curves, 5000)
+    assert result.tokens.tolist() == [2500, 2500]
+    assert result.expected_utility == pytest.approx(2 * float(curves.value([2500.0])[0]))
+    assert result.expected_utility <= result.upper_bound

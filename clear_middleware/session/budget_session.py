@@ -352,7 +352,7 @@ class BudgetSession:
                             break
                         if not row.funded or item.index in refused:
                             continue
-                        reserved = await self._areserve(item, row.output_tokens, attempt=0)
+                        reserved = await self._areserve_uncancelled(item, row.output_tokens)
                         if reserved is None:  # another caller drained the pool: re-plan
                             refused.add(item.index)
                             continue
@@ -382,6 +382,18 @@ class BudgetSession:
     def _call_id(self, item: _Item, attempt: int) -> str:
         suffix = "" if attempt == 0 else f"-retry{attempt}"
         return f"{self.session_id[:40]}/{next(self._calls)}/{item.subtask_id[:80]}{suffix}"
+
+    async def _areserve_uncancelled(self, item: _Item, output_tokens: int) -> str | None:
+        """Reserve; if the caller is cancelled meanwhile, the reservation (which the store may
+        already hold) is released before the cancellation goes on, so no budget leaks."""
+        reserving = asyncio.ensure_future(self._areserve(item, output_tokens, attempt=0))
+        try:
+            return await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            call_id = await reserving
+            if call_id is not None:
+                await self.ledger.arelease(self.session_id, call_id)
+            raise
 
     async def _areserve(self, item: _Item, output_tokens: int, attempt: int) -> str | None:
         call_id = self._call_id(item, attempt)

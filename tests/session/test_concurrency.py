@@ -12,7 +12,7 @@ from clear_middleware.simulator import item_marker
 from .conftest import served_ok, server_tokens
 
 N = 200
-BUDGET = 400_000  # tokens: 2,000 per subtask, below the prior's best cap (about 2,900)
+BUDGET = 200_000  # tokens: 1,000 per subtask, where the prior is convex: some are priced out
 
 
 def _subtasks(sim) -> list[Subtask]:
@@ -30,7 +30,7 @@ async def test_200_concurrent_subtasks_never_exceed_the_budget(sim, make_session
     results = await session.arun(_subtasks(sim), seed=0)
 
     statuses = Counter(r.status for r in results)
-    assert set(statuses) == {"ok", "unfunded"} and statuses["ok"] > 100
+    assert set(statuses) == {"ok", "unfunded"} and statuses["ok"] > 50
     served = served_ok(sim)
     assert len(sim.requests) == len(served) == statuses["ok"]  # abandoned ones were not sent
     seen = server_tokens(served)

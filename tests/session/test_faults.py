@@ -125,6 +125,7 @@ async def test_a_cancelled_batch_has_released_everything_when_it_returns(
         # No await in between: the reservations were released before arun gave up control.
         balance = session.remaining()
         kinds = Counter(_kinds(session))
-    assert (balance.reserved_tokens, balance.spent_tokens, balance.available_tokens) == (
-        0, 0, 12_000)
-    assert kinds["reserve"] == kinds["release"] >= 1 and set(kinds) == {"reserve", "release"}
+    # Nothing stays held: calls that had answered are charged, every other reservation is back.
+    assert balance.reserved_tokens == 0
+    assert balance.spent_tokens + balance.available_tokens == 12_000
+    assert kinds["reserve"] == kinds["release"] + kinds["commit"] and kinds["release"] >= 1
