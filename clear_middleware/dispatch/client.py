@@ -106,6 +106,11 @@ class LiteLLMClient:
         kwargs = {**self.litellm_kwargs, **settings, **extra}
         # The session retries itself (so retries are charged to the same subtask).
         kwargs.setdefault("num_retries", 0)
+        # LiteLLM routes any call with tools through its MCP gateway check, which imports the
+        # optional `mcp` package (its [mcp] extra); plain function tools never need it.
+        tools = kwargs.get("tools")
+        if tools and not any(isinstance(t, Mapping) and t.get("type") == "mcp" for t in tools):
+            kwargs.setdefault("_skip_mcp_handler", True)
         if self._router is None:
             kwargs.setdefault("max_retries", 0)
         return kwargs

@@ -34,3 +34,15 @@ def test_stream_ends_with_usage(sim: SimulatorServer) -> None:
     chunks = list(client.stream(MODEL, MESSAGES, {"max_tokens": 1500}, seed=1))
     assert Usage.from_response(chunks[-1]) == Usage(23, 1500, 1500)
     assert sim.requests[-1].streamed and sim.requests[-1].cap == 1500
+
+
+async def test_function_tools_do_not_need_litellm_mcp_extra(sim: SimulatorServer) -> None:
+    # LiteLLM imports its MCP gateway (the optional `mcp` package) for any call with tools
+    # unless told to skip it; plain function tools must work without that extra.
+    tool = {"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}}}}}
+    client = LiteLLMClient(api_base=sim.base_url, api_key="sim")
+    sync = client.complete(MODEL, MESSAGES, {"max_tokens": 64}, tools=[tool], seed=1)
+    asynchronous = await client.acomplete(MODEL, MESSAGES, {"max_tokens": 64}, tools=[tool],
+                                          seed=1)
+    assert sync.usage == asynchronous.usage == Usage(23, 64, 64)
