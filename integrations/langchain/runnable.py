@@ -4,8 +4,10 @@
 what the session has left), then runs each funded input with its planned output cap applied
 to the model call inside, however deeply nested (prompts, parsers, sub-chains): the cap
 travels in a budget scope (a context variable, see :mod:`.scope`) and, for models it can
-reach, in the run's config. Inputs the plan abandons are not run: their place in the output
-holds the session's ``unfunded``
+reach, in the run's config. Once those calls have settled, the inputs the plan abandoned are
+planned again on what is left (calls that stop under their cap return tokens), until a plan
+funds none of them, as ``BudgetSession.run`` re-prices. Inputs still abandoned are not run:
+their place in the output holds the session's ``unfunded``
 :class:`~clear_middleware.session.SubtaskResult` (with the price that priced them out), and so
 does an input whose model call is refused later (another caller drained the pool): nothing
 is raised mid-batch. ``invoke`` / ``ainvoke`` / ``stream`` / ``astream`` price a single call
@@ -128,7 +130,10 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
     # -- what to plan -------------------------------------------------------------------------
     def _subtask(self, value: Input, index: int) -> Subtask:
         raw = self.prompt(value) if self.prompt is not None else _prompt_of(self.original, value)
-        return Subtask.of(raw, kind=self.kind, id=str(index))
+        fields: dict[str, Any] = {"id": str(index)}
+        if self.kind is not None or not isinstance(raw, Subtask):
+            fields["kind"] = self.kind  # a Subtask from ``prompt`` keeps its own kind
+        return Subtask.of(raw, **fields)
 
     def _config(self, config: RunnableConfig | None, output_tokens: int, *,
                 is_async: bool) -> RunnableConfig:
@@ -196,6 +201,26 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
         return await self._arun(input, config, 0, quote.output_tokens, quote.price)
 
     # -- many inputs --------------------------------------------------------------------------
+    def _waves(self, inputs: list[Input]):
+        """Yield each wave's funded ``(index, output_tokens, price)``; return what is left.
+
+        The first wave is the plan of all inputs; each later wave re-plans the inputs still
+        abandoned on what the session has left once the previous wave settled (calls that
+        stop under their cap return tokens), until a wave funds none of them.
+        """
+        subtasks = [self._subtask(value, i) for i, value in enumerate(inputs)]
+        pending = list(range(len(inputs)))
+        while pending:
+            plan = self.session.plan([subtasks[i] for i in pending])
+            funded = [(index, row.output_tokens, plan.price)
+                      for index, row in zip(pending, plan.rows, strict=True) if row.funded]
+            if not funded:
+                return pending, plan.price
+            yield funded
+            done = {index for index, _, _ in funded}
+            pending = [i for i in pending if i not in done]
+        return [], None
+
     def batch(
         self,
         inputs: list[Input],
@@ -204,29 +229,39 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Output | SubtaskResult]:
-        """Plan all inputs together, run the funded ones concurrently, in order.
+        """Plan all inputs together, run the funded ones concurrently; outputs in order.
 
-        Concurrency follows ``config["max_concurrency"]`` as in any LangChain batch.
+        Inputs the plan abandons are planned again once the funded ones have settled (see
+        :meth:`_waves`); those still abandoned get the ``unfunded`` result. Concurrency
+        follows ``config["max_concurrency"]`` as in any LangChain batch.
         """
         if not inputs:
             return []
-        plan = self.session.plan([self._subtask(value, i) for i, value in enumerate(inputs)])
         configs = get_config_list(config, len(inputs))
+        outputs: list[Any] = [None] * len(inputs)
 
-        def one(index: int) -> Output | SubtaskResult | Exception:
-            row = plan.rows[index]
-            if not row.funded:
-                return self._unfunded(index, plan.price)
+        def one(job: tuple[int, int, float]) -> None:
+            index, output_tokens, price = job
             try:
-                return self._run(inputs[index], configs[index], index, row.output_tokens,
-                                 plan.price)
+                outputs[index] = self._run(inputs[index], configs[index], index,
+                                           output_tokens, price)
             except Exception as error:
-                if return_exceptions:
-                    return error
-                raise
+                if not return_exceptions:
+                    raise
+                outputs[index] = error
 
+        waves = self._waves(inputs)
         with get_executor_for_config(configs[0]) as executor:
-            return cast(list, list(executor.map(one, range(len(inputs)))))
+            while True:
+                try:
+                    wave = next(waves)
+                except StopIteration as end:
+                    left, price = end.value
+                    break
+                list(executor.map(one, wave))
+        for index in left:
+            outputs[index] = self._unfunded(index, price)
+        return outputs
 
     async def abatch(
         self,
@@ -239,25 +274,32 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
         """Async :meth:`batch`."""
         if not inputs:
             return []
-        plan = self.session.plan([self._subtask(value, i) for i, value in enumerate(inputs)])
         configs = get_config_list(config, len(inputs))
-        limit = configs[0].get("max_concurrency") or len(inputs)
-        gate = asyncio.Semaphore(limit)
+        gate = asyncio.Semaphore(configs[0].get("max_concurrency") or len(inputs))
+        outputs: list[Any] = [None] * len(inputs)
 
-        async def one(index: int) -> Output | SubtaskResult | Exception:
-            row = plan.rows[index]
-            if not row.funded:
-                return self._unfunded(index, plan.price)
+        async def one(job: tuple[int, int, float]) -> None:
+            index, output_tokens, price = job
             async with gate:
                 try:
-                    return await self._arun(inputs[index], configs[index], index,
-                                            row.output_tokens, plan.price)
+                    outputs[index] = await self._arun(inputs[index], configs[index], index,
+                                                      output_tokens, price)
                 except Exception as error:
-                    if return_exceptions:
-                        return error
-                    raise
+                    if not return_exceptions:
+                        raise
+                    outputs[index] = error
 
-        return list(await asyncio.gather(*(one(i) for i in range(len(inputs)))))
+        waves = self._waves(inputs)
+        while True:
+            try:
+                wave = next(waves)
+            except StopIteration as end:
+                left, price = end.value
+                break
+            await asyncio.gather(*(one(job) for job in wave))
+        for index in left:
+            outputs[index] = self._unfunded(index, price)
+        return outputs
 
     # -- streaming ----------------------------------------------------------------------------
     def stream(self, input: Input, config: RunnableConfig | None = None,
@@ -299,7 +341,8 @@ def with_budget(
         runnable: any chain, agent or chat model (prompts, parsers and sub-chains included).
         session: the session that plans and pays.
         prompt: how to see an input as the prompt its model call will get, for planning
-            (a string, chat messages or a :class:`Subtask`). Default: the rendered prompt
+            (a string, chat messages or a :class:`Subtask`, whose ``kind`` is kept when
+            ``kind`` is not given). Default: the rendered prompt
             when the runnable starts with a prompt template, else the input itself (a
             string, messages, or its JSON).
         kind: the task kind of these inputs, for the curve estimator.

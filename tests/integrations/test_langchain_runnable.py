@@ -38,7 +38,7 @@ def _spent_on(served) -> int:
 
 
 def test_batch_of_50_plans_first_never_exceeds_and_returns_unfunded_in_place(sim):
-    session = sim_session(sim, budget_tokens=60_000)
+    session = sim_session(sim, budget_tokens=40_000)
     chain = PROMPT | ChatClear(session=session) | StrOutputParser()
     budgeted = with_budget(chain, session)
     inputs = _inputs(50)
@@ -50,23 +50,26 @@ def test_batch_of_50_plans_first_never_exceeds_and_returns_unfunded_in_place(sim
 
     assert len(outputs) == 50
     served = _served_since(sim, start)
-    assert len(served) == len(expected.funded)
+    # First wave: exactly the plan of all 50, each with its planned cap reaching the model
+    # call inside the chain.
+    first = served[:len(expected.funded)]
+    assert {r.item: r.requested_cap for r in first} == {
+        items(50)[i]: expected.rows[i].output_tokens for i in expected.funded}
+    # Later waves: only inputs the first plan abandoned, re-planned on the tokens returned.
+    later = {r.item for r in served[len(expected.funded):]}
+    assert later <= {items(50)[i] for i in expected.abandoned}
     finished = {r.item: r.finish_reason == "stop" for r in served}
     for index, output in enumerate(outputs):
-        if index in expected.funded:  # the answer, or nothing when the cap cut the reasoning
-            answered = finished[items(50)[index]]
+        item = items(50)[index]
+        if item in finished:  # the answer, or nothing when the cap cut the reasoning
             assert isinstance(output, str)
-            assert output.startswith("The final answer is") if answered else output == ""
-        else:
+            assert output.startswith("The final answer is") if finished[item] else output == ""
+        else:  # never sent: the unfunded result, in place
             assert isinstance(output, SubtaskResult)
-            assert (output.status, output.index, output.price) == (
-                "unfunded", index, expected.price)
-    # Each funded input's planned cap reached the model call inside the chain.
-    caps = {r.item: r.requested_cap for r in served}
-    for index in expected.funded:
-        assert caps[items(50)[index]] == expected.rows[index].output_tokens
+            assert (output.status, output.index) == ("unfunded", index) and output.price > 0
+    assert any(isinstance(o, SubtaskResult) for o in outputs)
     balance = session.remaining()
-    assert balance.spent_tokens == _spent_on(served) <= 60_000
+    assert balance.spent_tokens == _spent_on(served) <= 40_000
     assert balance.reserved_tokens == 0
 
 
@@ -76,9 +79,12 @@ async def test_abatch_plans_first_and_returns_unfunded_in_place(sim):
     inputs = _inputs(20)
     expected = session.plan([budgeted._subtask(x, i) for i, x in enumerate(inputs)])
     assert 0 < len(expected.funded) < 20
+    start = _next_seq(sim)
     outputs = await budgeted.abatch(inputs, config={"max_concurrency": 4})
     funded = [i for i, o in enumerate(outputs) if not isinstance(o, SubtaskResult)]
-    assert funded == expected.funded
+    assert set(funded) >= set(expected.funded) and len(funded) < 20
+    first = _served_since(sim, start)[:len(expected.funded)]
+    assert {r.item for r in first} == {items(20)[i] for i in expected.funded}
     assert all(o.status == "unfunded" for o in outputs if isinstance(o, SubtaskResult))
     assert session.remaining().spent_tokens <= 25_000
     assert session.remaining().reserved_tokens == 0
@@ -98,7 +104,7 @@ def test_a_call_refused_at_reservation_is_unfunded_in_place_not_raised(sim):
     outputs = budgeted.batch(_inputs(6), config={"max_concurrency": 6})
     refused = [i for i, o in enumerate(outputs) if isinstance(o, SubtaskResult)]
     answered = [i for i, o in enumerate(outputs) if not isinstance(o, SubtaskResult)]
-    assert answered and set(refused) > set(planned.abandoned)  # some funded ones were refused
+    assert answered and set(refused) & set(planned.funded)  # planned, then refused
     assert all(outputs[i].status == "unfunded" for i in refused)
     assert session.remaining().spent_tokens <= 12_000
     assert "refuse" in [e.kind for e in session.statement()]
