@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-# Imported first: clear_middleware.estimators alone hits the estimators <-> session import cycle.
-import clear_middleware.session  # noqa: F401
 from clear_middleware.dispatch import provider_settings
 from clear_middleware.estimators import CallObservation, StaticEstimator
 from clear_middleware.ledger import BudgetExceeded

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..curves.base import UtilityCurves
-from ..session.subtask import Subtask
+
+if TYPE_CHECKING:  # the session imports the estimators: a runtime import would be a cycle
+    from ..session.subtask import Subtask
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..curves.shifted_surge import ShiftedSurge
-from ..session.subtask import Subtask
 from .base import CallObservation
+
+if TYPE_CHECKING:  # the session imports the estimators: a runtime import would be a cycle
+    from ..session.subtask import Subtask
 
 DEFAULT_PRIOR = ShiftedSurge(ceiling=0.6, threshold=130.0, rate=1 / 1400.0)
 """The curve of a subtask nothing is known about: ceiling 0.6, emergence at 130 tokens, surge
@@ -26,6 +29,7 @@ class StaticEstimator:
         default: the curve of subtasks whose kind is unknown or not listed.
 
     Example:
+        >>> from clear_middleware.session import Subtask
         >>> est = StaticEstimator({"lookup": ShiftedSurge(0.95, 50, 1 / 100)})
         >>> est.estimate([Subtask.of("hi", kind="lookup"), Subtask.of("x")], "m").threshold
         array([ 50., 130.])

@@ -6,7 +6,6 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-import clear_middleware.session  # noqa: F401  (before estimators: see test_session_calls)
 from clear_middleware.curves import ShiftedSurge
 from clear_middleware.estimators import StaticEstimator
 from clear_middleware.integrations.langchain import (
