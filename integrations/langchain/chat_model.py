@@ -154,6 +154,19 @@ class ChatClear(BaseChatModel):
             params["ls_stop"] = stop or self.stop
         return params
 
+    def with_budget(self, session: BudgetSession) -> ChatClear:
+        """A copy of this model whose calls ``session`` funds (the ``.with_*`` style).
+
+        Example:
+            >>> from clear_middleware.session import BudgetSession
+            >>> session = BudgetSession(budget_tokens=20_000, model="openai/o4-mini")
+            >>> ChatClear(model="openai/o4-mini").with_budget(session).session is session
+            True
+        """
+        if not isinstance(session, BudgetSession):
+            raise TypeError(f"session must be a BudgetSession, got {type(session).__name__}")
+        return self.model_copy(update={"session": session})
+
     # -- tools --------------------------------------------------------------------------------
     def bind_tools(
         self,
