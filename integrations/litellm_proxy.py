@@ -17,6 +17,9 @@ naming the same session id gets a separate session and never draws on this one's
 Requests without a session id pass through untouched; a request that names one but carries
 no authenticated owner is refused.
 
+Use one hook per process: LiteLLM registers a logger only once per class and settings, so a
+second ``ClearProxyBudget`` with the same settings would never see its settle events.
+
 Install in the proxy's ``config.yaml``::
 
     litellm_settings:
