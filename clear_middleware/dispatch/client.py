@@ -7,7 +7,7 @@ LiteLLM is imported lazily: importing it takes seconds.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,11 @@ class LiteLLMClient:
         kwargs = {**self.litellm_kwargs, **settings, **extra}
         # The session retries itself (so retries are charged to the same subtask).
         kwargs.setdefault("num_retries", 0)
+        # LiteLLM routes any call with tools through its MCP gateway check, which imports the
+        # optional `mcp` package (its [mcp] extra); plain function tools never need it.
+        tools = kwargs.get("tools")
+        if tools and not any(isinstance(t, Mapping) and t.get("type") == "mcp" for t in tools):
+            kwargs.setdefault("_skip_mcp_handler", True)
         if self._router is None:
             kwargs.setdefault("max_retries", 0)
         return kwargs
@@ -126,6 +131,48 @@ class LiteLLMClient:
             response = await import_litellm().acompletion(model=model, messages=list(messages),
                                                           **kwargs)
         return _completion(response)
+
+    def complete(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        settings: Mapping[str, Any],
+        **extra: Any,
+    ) -> Completion:
+        """Blocking :meth:`acomplete` (``litellm.completion`` / ``Router.completion``), for
+        callers that have no event loop (a synchronous LangChain chat model)."""
+        kwargs = self._kwargs(settings, extra)
+        if self._router is not None:
+            response = self._router.completion(model=model, messages=list(messages), **kwargs)
+        else:
+            response = import_litellm().completion(model=model, messages=list(messages),
+                                                   **kwargs)
+        return _completion(response)
+
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        settings: Mapping[str, Any],
+        **extra: Any,
+    ) -> Iterator[Any]:
+        """Blocking :meth:`astream`: a streaming call asking for a final usage chunk."""
+        kwargs = self._kwargs(settings, extra)
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {**kwargs.get("stream_options", {}), "include_usage": True}
+        if self._router is not None:
+            stream = self._router.completion(model=model, messages=list(messages), **kwargs)
+        else:
+            stream = import_litellm().completion(model=model, messages=list(messages), **kwargs)
+        try:
+            yield from stream
+        finally:
+            # LiteLLM's sync stream wrapper has no close(); its provider stream does (it closes
+            # the HTTP response, so a consumer that stops early does not leave it open).
+            close = getattr(stream, "close", None) or getattr(
+                getattr(stream, "completion_stream", None), "close", None)
+            if close is not None:
+                close()
 
     async def astream(
         self,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import uuid
@@ -40,7 +41,7 @@ from ..dispatch.continuation import CONTINUATIONS, Continuation, continuation_fo
 from ..dispatch.provider_settings import provider_settings
 from ..estimators.base import CallObservation, CurveEstimator
 from ..estimators.static import StaticEstimator
-from ..ledger import Amount, BudgetExceeded, Caps, Ledger
+from ..ledger import Amount, BudgetExceeded, Caps, Ledger, Settlement
 from ..pricing import MissingPriceError, ModelPrice, PriceBook
 from ..prompt_margin import PromptMargin
 from ..subtask import Message, Subtask
@@ -48,7 +49,7 @@ from ..tokens import count_message_tokens
 from ..usage import Usage
 from .planner import Funds, plan_outputs
 from .progressive import arun_progressive
-from .results import Plan, PlannedSubtask, SubtaskResult
+from .results import CallQuote, CallTicket, Plan, PlannedSubtask, SubtaskResult
 
 logger = logging.getLogger("clear_middleware.session")
 
@@ -288,6 +289,195 @@ class BudgetSession:
         """
         self._open()
         return self._plan(self._items(subtasks), self._funds())
+
+    # -- one call at a time (framework adapters) ----------------------------------------------
+    # A framework that makes its own calls (a LangChain callback, an agent middleware, a proxy
+    # hook) prices each call here, reserves it, and settles it with the provider's usage. The
+    # session stays the only place that plans and learns; the caller only sends the call.
+
+    def _item(self, subtask: SubtaskLike, tools: Sequence[Message] | None = None) -> _Item:
+        if isinstance(subtask, Sequence) and not isinstance(subtask, str) and not subtask:
+            raise ValueError("a call needs at least one chat message")
+        sub = Subtask.of(subtask)
+        estimate = count_message_tokens(sub.message_list, self.provider_model,
+                                        tools=list(tools) if tools else None)
+        return _Item(0, sub, sub.id or "call", estimate,
+                     self.prompt_margin.reserve_tokens(self.model, estimate))
+
+    def _quote(self, item: _Item, funds: Funds, expected_calls: int,
+               final_answer_tokens: int) -> CallQuote:
+        expected_calls = non_negative_int("expected_calls", expected_calls, minimum=1)
+        final_answer_tokens = non_negative_int("final_answer_tokens", final_answer_tokens)
+        held = 0
+        if final_answer_tokens:
+            hold = Amount.for_call(item.prompt_reserve, final_answer_tokens, self.price)
+            held = hold.tokens
+            funds = Funds(None if funds.tokens is None else funds.tokens - held,
+                          None if funds.usd is None else funds.usd - (hold.usd or 0.0))
+        copies = [dataclasses.replace(item, index=k) for k in range(expected_calls)]
+        plan = self._plan(copies, funds)
+        # The copies are identical: CLEAR may fund only some of them, and this call is the
+        # first of them to go.
+        output = max(row.output_tokens for row in plan.rows)
+        settings = provider_settings(self.provider_model, output).kwargs if output else {}
+        return CallQuote(output, item.prompt_reserve, plan.price, expected_calls, held,
+                         settings)
+
+    def quote(
+        self,
+        subtask: SubtaskLike,
+        *,
+        tools: Sequence[Message] | None = None,
+        expected_calls: int = 1,
+        final_answer_tokens: int = 0,
+    ) -> CallQuote:
+        """Price one call at the session's current price; nothing is reserved.
+
+        The call is planned as the first of ``expected_calls`` like it (the calls an agent
+        still expects to make, this one included) on what the session has left, minus a final
+        call's worth held back when ``final_answer_tokens`` > 0.
+
+        Args:
+            subtask: the call's prompt (a string, chat messages or a :class:`Subtask`).
+            tools: OpenAI tool schemas sent with the call (their tokens count as prompt).
+            expected_calls: calls planned together, this one included (>= 1).
+            final_answer_tokens: output cap (tokens) of a final call with this prompt to hold
+                back (prompt plus cap are not offered to this call); 0 = hold nothing.
+
+        Returns:
+            A :class:`CallQuote`: the output cap (0 = unfunded), the prompt reserve, the price
+            and the provider settings of the cap.
+
+        Example:
+            >>> session = BudgetSession(budget_tokens=5_000, model="openai/o4-mini")
+            >>> quote = session.quote("What is 2 + 2?", expected_calls=3)
+            >>> quote.funded, quote.output_tokens <= 5_000
+            (True, True)
+        """
+        self._open()
+        return self._quote(self._item(subtask, tools), self._funds(), expected_calls,
+                           final_answer_tokens)
+
+    async def aquote(
+        self,
+        subtask: SubtaskLike,
+        *,
+        tools: Sequence[Message] | None = None,
+        expected_calls: int = 1,
+        final_answer_tokens: int = 0,
+    ) -> CallQuote:
+        """Async :meth:`quote`."""
+        await self._aopen()
+        return self._quote(self._item(subtask, tools), await self._afunds(), expected_calls,
+                           final_answer_tokens)
+
+    def _ticket_amount(self, subtask: SubtaskLike, tools: Sequence[Message] | None,
+                       output_tokens: int) -> tuple[_Item, str, Amount]:
+        output_tokens = non_negative_int("output_tokens", output_tokens, minimum=1)
+        item = self._item(subtask, tools)
+        call_id = self._call_id(item, 0)
+        return item, call_id, Amount.for_call(item.prompt_reserve, output_tokens, self.price)
+
+    @staticmethod
+    def _ticket(item: _Item, call_id: str, output_tokens: int) -> CallTicket:
+        return CallTicket(call_id, item.prompt_estimate, item.prompt_reserve, output_tokens,
+                          item.subtask.kind, item.subtask.hint)
+
+    def reserve_call(
+        self,
+        subtask: SubtaskLike,
+        *,
+        output_tokens: int,
+        tools: Sequence[Message] | None = None,
+    ) -> CallTicket:
+        """Reserve one call's worst case: its prompt (estimate plus margin) and output cap.
+
+        Args:
+            subtask: the call's prompt (a string, chat messages or a :class:`Subtask`; its
+                ``id`` names the call in the ledger statement).
+            output_tokens: the output cap the call is sent with (tokens, >= 1).
+            tools: OpenAI tool schemas sent with the call.
+
+        Returns:
+            A :class:`CallTicket`; pass it to :meth:`settle_call` after the call, or to
+            :meth:`release_call` if the call failed.
+
+        Raises:
+            BudgetExceeded: it does not fit in what the session (or a parent) has left;
+                nothing is held.
+        """
+        self._open()
+        item, call_id, amount = self._ticket_amount(subtask, tools, output_tokens)
+        self.ledger.reserve(self.session_id, call_id, amount)
+        return self._ticket(item, call_id, amount.tokens - item.prompt_reserve)
+
+    async def areserve_call(
+        self,
+        subtask: SubtaskLike,
+        *,
+        output_tokens: int,
+        tools: Sequence[Message] | None = None,
+    ) -> CallTicket:
+        """Async :meth:`reserve_call`."""
+        await self._aopen()
+        item, call_id, amount = self._ticket_amount(subtask, tools, output_tokens)
+        await self.ledger.areserve(self.session_id, call_id, amount)
+        return self._ticket(item, call_id, amount.tokens - item.prompt_reserve)
+
+    def _observe(self, ticket: CallTicket, usage: Usage, finish_reason: str | None) -> None:
+        if usage.prompt_tokens > 0 and ticket.prompt_estimate > 0:
+            self.prompt_margin.observe(self.model, estimated=ticket.prompt_estimate,
+                                       reported=usage.prompt_tokens)
+        self.estimator.observe(CallObservation(
+            kind=ticket.kind, model=self.provider_model, cap=ticket.output_tokens,
+            completion_tokens=usage.completion_tokens, finished=finish_reason != "length",
+            hint=ticket.hint,
+        ))
+
+    def settle_call(
+        self, ticket: CallTicket, usage: Usage | None, *, finish_reason: str | None = None
+    ) -> Settlement:
+        """Charge a reserved call what the provider reported and return the rest.
+
+        Args:
+            ticket: from :meth:`reserve_call`.
+            usage: the provider-reported usage, or ``None`` when it reported none: the call is
+                then charged its whole reservation (never zero).
+            finish_reason: the provider's (``"length"`` tells the estimator the call was cut
+                at its cap).
+
+        Returns:
+            The ledger :class:`~clear_middleware.ledger.Settlement` (tokens charged, returned).
+        """
+        if usage is None:
+            logger.warning("call %s returned no usage: charged at its reservation",
+                           ticket.call_id)
+            return self.ledger.commit(self.session_id, ticket.call_id, None)
+        settlement = self.ledger.commit(self.session_id, ticket.call_id,
+                                        Amount.of_usage(usage, self.price))
+        self._observe(ticket, usage, finish_reason)
+        return settlement
+
+    async def asettle_call(
+        self, ticket: CallTicket, usage: Usage | None, *, finish_reason: str | None = None
+    ) -> Settlement:
+        """Async :meth:`settle_call`."""
+        if usage is None:
+            logger.warning("call %s returned no usage: charged at its reservation",
+                           ticket.call_id)
+            return await self.ledger.acommit(self.session_id, ticket.call_id, None)
+        settlement = await self.ledger.acommit(self.session_id, ticket.call_id,
+                                               Amount.of_usage(usage, self.price))
+        self._observe(ticket, usage, finish_reason)
+        return settlement
+
+    def release_call(self, ticket: CallTicket) -> Settlement:
+        """Return a failed call's whole reservation (a no-op if it was already settled)."""
+        return self.ledger.release(self.session_id, ticket.call_id)
+
+    async def arelease_call(self, ticket: CallTicket) -> Settlement:
+        """Async :meth:`release_call`."""
+        return await self.ledger.arelease(self.session_id, ticket.call_id)
 
     # -- running -----------------------------------------------------------------------------
     def run(self, subtasks: Sequence[SubtaskLike], **kwargs: Any) -> list[SubtaskResult]:

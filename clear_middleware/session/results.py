@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..allocator.result import Allocation
 from ..usage import Usage
@@ -127,3 +127,59 @@ class SubtaskResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class CallQuote:
+    """What one call made outside ``run`` may spend, priced at the session's current price.
+
+    Returned by :meth:`BudgetSession.quote`; nothing is reserved.
+
+    Attributes:
+        output_tokens: the output cap the call is funded with (tokens, reasoning included);
+            0 when the call cannot be funded at this price.
+        prompt_tokens: tokens its prompt would be reserved at (local estimate plus the learned
+            margin).
+        price: the shadow price of the plan that priced it (expected utility per token).
+        expected_calls: calls like this one planned together, this one included.
+        held_tokens: tokens kept back for a final call (prompt plus its output cap) and not
+            offered to this one; 0 when none was asked for.
+        settings: provider keyword arguments that cap the session's model at
+            ``output_tokens`` (``{}`` when unfunded).
+    """
+
+    output_tokens: int
+    prompt_tokens: int
+    price: float
+    expected_calls: int = 1
+    held_tokens: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def funded(self) -> bool:
+        return self.output_tokens > 0
+
+
+@dataclass(frozen=True)
+class CallTicket:
+    """One call reserved with :meth:`BudgetSession.reserve_call`, to settle or release.
+
+    Attributes:
+        call_id: the ledger call id of the reservation.
+        prompt_estimate: the local prompt-token estimate (tokens).
+        prompt_tokens: prompt tokens reserved (the estimate plus the learned margin).
+        output_tokens: the output cap reserved (tokens, reasoning included).
+        kind, hint: from the call's subtask, for the curve estimator.
+    """
+
+    call_id: str
+    prompt_estimate: int
+    prompt_tokens: int
+    output_tokens: int
+    kind: str | None = None
+    hint: str | None = None
+
+    @property
+    def reserved_tokens(self) -> int:
+        """Tokens held for the call: prompt plus output cap."""
+        return self.prompt_tokens + self.output_tokens

@@ -1,0 +1,35 @@
+"""LangChain adapters: put code you already have on a :class:`BudgetSession` in a few lines.
+
+- :class:`ClearBudgetCallbackHandler` / :class:`AsyncClearBudgetCallbackHandler`: attach to
+  any chain or agent; every chat model call is reserved, settled and (when unfundable)
+  refused.
+- :func:`with_budget`: wrap a chain or model; ``batch`` plans all inputs together and runs
+  each with its own output cap; unfunded inputs come back as ``unfunded`` results in place.
+- :class:`ChatClear`: a chat model over the session's LiteLLM dispatch (any provider).
+- :class:`ClearBudgetMiddleware`: for LangChain v1 ``create_agent``; prices each step against
+  what is left and ends the run gracefully when the budget is spent.
+
+All of them raise (or return) the same typed refusal, :class:`BudgetExhaustedError`, and share
+one budget scope (:func:`budget_scope`) through which a planned cap reaches nested model calls.
+"""
+
+from .callback import AsyncClearBudgetCallbackHandler, ClearBudgetCallbackHandler
+from .chat_model import ChatClear
+from .middleware import ClearBudgetMiddleware
+from .runnable import CAP_CONFIG_KEY, BudgetedRunnable, budget_aware, with_budget
+from .scope import BudgetExhaustedError, BudgetScope, budget_scope, current_scope
+
+__all__ = [
+    "CAP_CONFIG_KEY",
+    "AsyncClearBudgetCallbackHandler",
+    "BudgetExhaustedError",
+    "BudgetScope",
+    "BudgetedRunnable",
+    "ChatClear",
+    "ClearBudgetCallbackHandler",
+    "ClearBudgetMiddleware",
+    "budget_aware",
+    "budget_scope",
+    "current_scope",
+    "with_budget",
+]

@@ -1,0 +1,388 @@
+"""``with_budget``: run an existing chain or model on a session's budget, one subtask per input.
+
+``batch`` / ``abatch`` over N inputs plans all N first (one subtask per input, with CLEAR on
+what the session has left), then runs each funded input with its planned output cap applied
+to the model call inside, however deeply nested (prompts, parsers, sub-chains): the cap
+travels in a budget scope (a context variable, see :mod:`.scope`) and, for models it can
+reach, in the run's config. Once those calls have settled, the inputs the plan abandoned are
+planned again on what is left (calls that stop under their cap return tokens), until a plan
+funds none of them, as ``BudgetSession.run`` re-prices. Inputs still abandoned are not run:
+their place in the output holds the session's ``unfunded``
+:class:`~clear_middleware.session.SubtaskResult` (with the price that priced them out), and so
+does an input whose model call is refused later (another caller drained the pool): nothing
+is raised mid-batch. ``invoke`` / ``ainvoke`` / ``stream`` / ``astream`` price a single call
+at the session's current price.
+
+How the cap reaches the model:
+
+- :class:`~.chat_model.ChatClear` reads the scope and sends the cap as provider settings;
+- other chat models get a :class:`~.callback.ClearBudgetCallbackHandler` in the run's config
+  (every call reserved, settled from ``usage_metadata``, refused when unfunded) and, when
+  ``with_budget`` can reach them (the runnable itself, or inside ``RunnableSequence``,
+  ``RunnableParallel`` and ``RunnableBinding`` such as ``bind_tools``) and they have a
+  ``max_tokens`` field (``ChatOpenAI``, ``ChatAnthropic``, ``ChatLiteLLM``, ...), the cap is
+  bound as their ``max_tokens`` for that input (``configurable_fields``). A model hidden in a
+  lambda is still reserved and enforced by the callback, but not capped at the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, TypeVar, cast
+
+from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, convert_to_messages
+from langchain_core.prompt_values import PromptValue
+from langchain_core.prompts import BasePromptTemplate
+from langchain_core.runnables import (
+    ConfigurableField,
+    Runnable,
+    RunnableBinding,
+    RunnableConfig,
+    RunnableParallel,
+    RunnableSequence,
+)
+from langchain_core.runnables.config import ensure_config, get_config_list, get_executor_for_config
+
+from clear_middleware.session import BudgetSession, Subtask, SubtaskResult
+from clear_middleware.session.budget_session import SubtaskLike
+
+from ._convert import openai_messages
+from .callback import AsyncClearBudgetCallbackHandler, ClearBudgetCallbackHandler
+from .chat_model import ChatClear
+from .scope import BudgetExhaustedError, BudgetScope, budget_scope
+
+__all__ = ["CAP_CONFIG_KEY", "BudgetedRunnable", "budget_aware", "with_budget"]
+
+Input = TypeVar("Input")
+Output = TypeVar("Output")
+
+#: The ``configurable`` key that carries an input's output cap (tokens) to the models
+#: :func:`budget_aware` made configurable.
+CAP_CONFIG_KEY = "clear_output_tokens"
+
+
+def budget_aware(runnable: Runnable) -> Runnable:
+    """``runnable`` with the ``max_tokens`` of every chat model it can reach made configurable
+    under :data:`CAP_CONFIG_KEY` (a copy; the original is unchanged).
+
+    Reaches the runnable itself and the steps of ``RunnableSequence``, ``RunnableParallel``
+    and ``RunnableBinding`` (``bind``, ``bind_tools``, ``with_config``). ``ChatClear`` reads
+    the budget scope instead and is left as is; models without a ``max_tokens`` field too.
+
+    Example:
+        >>> from langchain_core.language_models import GenericFakeChatModel
+        >>> budget_aware(GenericFakeChatModel(messages=iter([]))).__class__.__name__
+        'GenericFakeChatModel'
+    """
+    if isinstance(runnable, ChatClear):
+        return runnable
+    if isinstance(runnable, BaseChatModel):
+        if "max_tokens" in type(runnable).model_fields:
+            return runnable.configurable_fields(max_tokens=ConfigurableField(
+                id=CAP_CONFIG_KEY, name="Output cap (tokens) from the budget"))
+        return runnable
+    if isinstance(runnable, RunnableSequence):
+        steps = [budget_aware(step) for step in runnable.steps]
+        if all(new is old for new, old in zip(steps, runnable.steps, strict=True)):
+            return runnable
+        return RunnableSequence(*steps, name=runnable.name)
+    if isinstance(runnable, RunnableParallel):
+        branches = {key: budget_aware(step) for key, step in runnable.steps__.items()}
+        if all(branches[key] is step for key, step in runnable.steps__.items()):
+            return runnable
+        return RunnableParallel(branches)
+    if isinstance(runnable, RunnableBinding):
+        bound = budget_aware(runnable.bound)
+        return runnable if bound is runnable.bound else runnable.model_copy(
+            update={"bound": bound})
+    return runnable
+
+
+class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
+    """A runnable whose model calls are planned and paid for by a :class:`BudgetSession`.
+
+    Build it with :func:`with_budget`. Outputs are the wrapped runnable's, except that an
+    input that could not be funded yields the session's ``unfunded``
+    :class:`~clear_middleware.session.SubtaskResult` in its place.
+    """
+
+    def __init__(
+        self,
+        bound: Runnable[Input, Output],
+        session: BudgetSession,
+        *,
+        prompt: Callable[[Input], SubtaskLike] | None = None,
+        kind: str | None = None,
+    ) -> None:
+        if not isinstance(session, BudgetSession):
+            raise TypeError(f"session must be a BudgetSession, got {type(session).__name__}")
+        self.original = bound
+        self.bound: Runnable[Input, Output] = budget_aware(bound)
+        self.session = session
+        self.prompt = prompt
+        self.kind = kind
+        self.name = f"with_budget({bound.get_name()})"
+
+    # -- what to plan -------------------------------------------------------------------------
+    def _subtask(self, value: Input, index: int) -> Subtask:
+        raw = self.prompt(value) if self.prompt is not None else _prompt_of(self.original, value)
+        fields: dict[str, Any] = {"id": str(index)}
+        if self.kind is not None or not isinstance(raw, Subtask):
+            fields["kind"] = self.kind  # a Subtask from ``prompt`` keeps its own kind
+        return Subtask.of(raw, **fields)
+
+    def _config(self, config: RunnableConfig | None, output_tokens: int, *,
+                is_async: bool) -> RunnableConfig:
+        config = ensure_config(config)
+        handler_type = AsyncClearBudgetCallbackHandler if is_async else ClearBudgetCallbackHandler
+        callbacks = config.get("callbacks")
+        if not _has_handler(callbacks, self.session):
+            handler = handler_type(self.session, kind=self.kind)
+            if callbacks is None:
+                callbacks = [handler]
+            elif isinstance(callbacks, list):
+                callbacks = [*callbacks, handler]
+            else:
+                callbacks = cast(BaseCallbackManager, callbacks).copy()
+                callbacks.add_handler(handler, inherit=True)
+        return cast(RunnableConfig, {
+            **config,
+            "callbacks": callbacks,
+            "configurable": {**config.get("configurable", {}), CAP_CONFIG_KEY: output_tokens},
+            "metadata": {**config.get("metadata", {}),
+                         "clear_session_id": self.session.session_id,
+                         "clear_output_tokens": output_tokens},
+        })
+
+    def _unfunded(self, index: int, price: float | None) -> SubtaskResult:
+        return SubtaskResult(index, str(index), "unfunded", price=price)
+
+    def _scope(self, index: int, output_tokens: int) -> BudgetScope:
+        return BudgetScope(self.session, output_tokens=output_tokens, subtask_id=str(index),
+                           kind=self.kind)
+
+    # -- one input ----------------------------------------------------------------------------
+    def _run(self, value: Input, config: RunnableConfig | None, index: int,
+             output_tokens: int, price: float | None) -> Output | SubtaskResult:
+        with budget_scope(self._scope(index, output_tokens)):
+            try:
+                return self.bound.invoke(value, self._config(config, output_tokens,
+                                                             is_async=False))
+            except BudgetExhaustedError as error:
+                return self._unfunded(index, error.price if error.price is not None else price)
+
+    async def _arun(self, value: Input, config: RunnableConfig | None, index: int,
+                    output_tokens: int, price: float | None) -> Output | SubtaskResult:
+        with budget_scope(self._scope(index, output_tokens)):
+            try:
+                return await self.bound.ainvoke(value, self._config(config, output_tokens,
+                                                                    is_async=True))
+            except BudgetExhaustedError as error:
+                return self._unfunded(index, error.price if error.price is not None else price)
+
+    def invoke(self, input: Input, config: RunnableConfig | None = None,
+               **kwargs: Any) -> Output | SubtaskResult:
+        """Run one input, priced at the session's current price (unfunded: the result)."""
+        quote = self.session.quote(self._subtask(input, 0))
+        if not quote.funded:
+            return self._unfunded(0, quote.price)
+        return self._run(input, config, 0, quote.output_tokens, quote.price)
+
+    async def ainvoke(self, input: Input, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> Output | SubtaskResult:
+        """Async :meth:`invoke`."""
+        quote = await self.session.aquote(self._subtask(input, 0))
+        if not quote.funded:
+            return self._unfunded(0, quote.price)
+        return await self._arun(input, config, 0, quote.output_tokens, quote.price)
+
+    # -- many inputs --------------------------------------------------------------------------
+    def _waves(self, inputs: list[Input]):
+        """Yield each wave's funded ``(index, output_tokens, price)``; return what is left.
+
+        The first wave is the plan of all inputs; each later wave re-plans the inputs still
+        abandoned on what the session has left once the previous wave settled (calls that
+        stop under their cap return tokens), until a wave funds none of them.
+        """
+        subtasks = [self._subtask(value, i) for i, value in enumerate(inputs)]
+        pending = list(range(len(inputs)))
+        while pending:
+            plan = self.session.plan([subtasks[i] for i in pending])
+            funded = [(index, row.output_tokens, plan.price)
+                      for index, row in zip(pending, plan.rows, strict=True) if row.funded]
+            if not funded:
+                return pending, plan.price
+            yield funded
+            done = {index for index, _, _ in funded}
+            pending = [i for i in pending if i not in done]
+        return [], None
+
+    def batch(
+        self,
+        inputs: list[Input],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Output | SubtaskResult]:
+        """Plan all inputs together, run the funded ones concurrently; outputs in order.
+
+        Inputs the plan abandons are planned again once the funded ones have settled (see
+        :meth:`_waves`); those still abandoned get the ``unfunded`` result. Concurrency
+        follows ``config["max_concurrency"]`` as in any LangChain batch.
+        """
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        outputs: list[Any] = [None] * len(inputs)
+
+        def one(job: tuple[int, int, float]) -> None:
+            index, output_tokens, price = job
+            try:
+                outputs[index] = self._run(inputs[index], configs[index], index,
+                                           output_tokens, price)
+            except Exception as error:
+                if not return_exceptions:
+                    raise
+                outputs[index] = error
+
+        waves = self._waves(inputs)
+        with get_executor_for_config(configs[0]) as executor:
+            while True:
+                try:
+                    wave = next(waves)
+                except StopIteration as end:
+                    left, price = end.value
+                    break
+                list(executor.map(one, wave))
+        for index in left:
+            outputs[index] = self._unfunded(index, price)
+        return outputs
+
+    async def abatch(
+        self,
+        inputs: list[Input],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Output | SubtaskResult]:
+        """Async :meth:`batch`."""
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        gate = asyncio.Semaphore(configs[0].get("max_concurrency") or len(inputs))
+        outputs: list[Any] = [None] * len(inputs)
+
+        async def one(job: tuple[int, int, float]) -> None:
+            index, output_tokens, price = job
+            async with gate:
+                try:
+                    outputs[index] = await self._arun(inputs[index], configs[index], index,
+                                                      output_tokens, price)
+                except Exception as error:
+                    if not return_exceptions:
+                        raise
+                    outputs[index] = error
+
+        waves = self._waves(inputs)
+        while True:
+            try:
+                wave = next(waves)
+            except StopIteration as end:
+                left, price = end.value
+                break
+            await asyncio.gather(*(one(job) for job in wave))
+        for index in left:
+            outputs[index] = self._unfunded(index, price)
+        return outputs
+
+    # -- streaming ----------------------------------------------------------------------------
+    def stream(self, input: Input, config: RunnableConfig | None = None,
+               **kwargs: Any) -> Iterator[Output]:
+        """Stream one input, priced at the current price.
+
+        Raises:
+            BudgetExhaustedError: the input cannot be funded (nothing was sent).
+        """
+        quote = self.session.quote(self._subtask(input, 0))
+        if not quote.funded:
+            raise BudgetExhaustedError(self.session.session_id, price=quote.price)
+        with budget_scope(self._scope(0, quote.output_tokens)):
+            yield from self.bound.stream(
+                input, self._config(config, quote.output_tokens, is_async=False), **kwargs)
+
+    async def astream(self, input: Input, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> AsyncIterator[Output]:
+        """Async :meth:`stream`."""
+        quote = await self.session.aquote(self._subtask(input, 0))
+        if not quote.funded:
+            raise BudgetExhaustedError(self.session.session_id, price=quote.price)
+        with budget_scope(self._scope(0, quote.output_tokens)):
+            async for chunk in self.bound.astream(
+                    input, self._config(config, quote.output_tokens, is_async=True), **kwargs):
+                yield chunk
+
+
+def with_budget(
+    runnable: Runnable[Input, Output],
+    session: BudgetSession,
+    *,
+    prompt: Callable[[Input], SubtaskLike] | None = None,
+    kind: str | None = None,
+) -> BudgetedRunnable[Input, Output]:
+    """Put ``runnable``'s model calls on ``session``'s budget: one subtask per input.
+
+    Args:
+        runnable: any chain, agent or chat model (prompts, parsers and sub-chains included).
+        session: the session that plans and pays.
+        prompt: how to see an input as the prompt its model call will get, for planning
+            (a string, chat messages or a :class:`Subtask`, whose ``kind`` is kept when
+            ``kind`` is not given). Default: the rendered prompt
+            when the runnable starts with a prompt template, else the input itself (a
+            string, messages, or its JSON).
+        kind: the task kind of these inputs, for the curve estimator.
+
+    Returns:
+        A :class:`BudgetedRunnable` (``invoke``, ``batch``, ``stream`` and async twins).
+
+    Example:
+        >>> from langchain_core.prompts import ChatPromptTemplate
+        >>> from clear_middleware.session import BudgetSession
+        >>> session = BudgetSession(budget_tokens=100_000, model="openai/o4-mini")
+        >>> chain = ChatPromptTemplate.from_template("Solve: {q}") | ChatClear(session=session)
+        >>> budgeted = with_budget(chain, session)
+        >>> budgeted._subtask({"q": "2+2"}, 0).messages[0]["content"]
+        'Solve: 2+2'
+
+        ``budgeted.batch([{"q": q} for q in questions])`` then plans all questions first.
+    """
+    return BudgetedRunnable(runnable, session, prompt=prompt, kind=kind)
+
+
+def _has_handler(callbacks: Any, session: BudgetSession) -> bool:
+    handlers = callbacks if isinstance(callbacks, list) else getattr(callbacks, "handlers", [])
+    return any(isinstance(h, ClearBudgetCallbackHandler | AsyncClearBudgetCallbackHandler)
+               and h.session is session for h in handlers or [])
+
+
+def _prompt_of(runnable: Runnable, value: Any) -> SubtaskLike:
+    """What an input will look like to the model, as well as can be told before running."""
+    first = runnable.steps[0] if isinstance(runnable, RunnableSequence) else runnable
+    if isinstance(first, BasePromptTemplate):
+        return openai_messages(first.invoke(value).to_messages())
+    if isinstance(value, PromptValue):
+        return openai_messages(value.to_messages())
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and value and all(
+            isinstance(m, BaseMessage | tuple | dict | str) for m in value):
+        try:
+            return openai_messages(convert_to_messages(value))
+        except (ValueError, TypeError, NotImplementedError):
+            pass
+    return json.dumps(value, default=str, sort_keys=True)

@@ -1,0 +1,84 @@
+"""The cookbook scripts run offline against the local simulator and print their results.
+
+All four are started at once (each as its own process, with a timeout) and their output is
+checked. The simulator replays recorded runs deterministically, so the numbers are exact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ["wrap_existing_chain", "cap_agent_session", "switch_providers", "clear_vs_uniform"]
+TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    folder = tmp_path_factory.mktemp("cookbook")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    running = {
+        name: subprocess.Popen([sys.executable, str(ROOT / "cookbook" / f"{name}.py")],
+                               cwd=folder, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for name in SCRIPTS
+    }
+    done = {}
+    for name, process in running.items():
+        try:
+            stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+            stderr += f"\n(killed after {TIMEOUT_S} s)"
+        done[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout,
+                                                 stderr)
+    done["folder"] = folder  # type: ignore[assignment]
+    return done
+
+
+def _run(outputs, name: str) -> str:
+    result = outputs[name]
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_every_script_is_tested():
+    assert sorted(p.stem for p in (ROOT / "cookbook").glob("*.py")) == sorted(SCRIPTS)
+
+
+def test_wrap_existing_chain(outputs):
+    out = _run(outputs, "wrap_existing_chain")
+    assert out.startswith("16 problems, one budget of 40000 tokens")
+    assert "funded 16/16; spent 29713 of 40000 tokens; 10287 left" in out
+    assert len(re.findall(r" cap +\d+ ", out)) == 16
+
+
+def test_cap_agent_session(outputs):
+    out = _run(outputs, "cap_agent_session")
+    turns = re.findall(r"turn \d: (\w+)", out)
+    assert turns == ["answered", "answered", "wrap_up", "exhausted", "exhausted", "exhausted"]
+    assert "spent 14439 of 16000 tokens; never over the cap: True" in out
+
+
+def test_switch_providers(outputs):
+    out = _run(outputs, "switch_providers")
+    assert re.search(r"reasoner +-> openai/deepscaler-1.5b +answered 8/8, unfunded 0", out)
+    assert re.search(r"small +-> openai/qwen3-0.6b +answered 7/8, unfunded 0", out)
+    assert "{'max_completion_tokens': 6000, 'reasoning_effort': 'medium'}" in out
+    assert "{'max_tokens': 6000, 'thinking': {'type': 'enabled', 'budget_tokens': 4500}}" in out
+
+
+def test_clear_vs_uniform(outputs):
+    out = _run(outputs, "clear_vs_uniform")
+    table = [tuple(int(x.replace(",", "")) for x in row)
+             for row in re.findall(r"^ +([\d,]+) +(\d+) +(\d+)$", out, flags=re.M)]
+    assert table == [(20_000, 11, 0), (40_000, 16, 2), (80_000, 17, 14), (160_000, 23, 22)]
+    plot = outputs["folder"] / "clear_vs_uniform.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
