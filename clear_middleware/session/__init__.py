@@ -2,7 +2,7 @@
 
 from ..subtask import Subtask
 from .budget_session import BudgetSession, UnfundedSubtasks
-from .results import Plan, PlannedSubtask, SubtaskResult
+from .results import CallQuote, CallTicket, Plan, PlannedSubtask, SubtaskResult
 
-__all__ = ["BudgetSession", "Plan", "PlannedSubtask", "Subtask", "SubtaskResult",
-           "UnfundedSubtasks"]
+__all__ = ["BudgetSession", "CallQuote", "CallTicket", "Plan", "PlannedSubtask", "Subtask",
+           "SubtaskResult", "UnfundedSubtasks"]
