@@ -425,13 +425,18 @@ class BudgetSession:
         return self._ticket(item, call_id, amount.tokens - item.prompt_reserve)
 
     def _observe(self, ticket: CallTicket, usage: Usage, finish_reason: str | None) -> None:
+        """Learn from a settled call: the prompt margin, the curve estimator, and the call's
+        kind and hint for a later correctness report."""
         if usage.prompt_tokens > 0 and ticket.prompt_estimate > 0:
             self.prompt_margin.observe(self.model, estimated=ticket.prompt_estimate,
                                        reported=usage.prompt_tokens)
+        self._settled_calls[ticket.call_id] = (ticket.kind, ticket.hint)
+        if len(self._settled_calls) > _MAX_REMEMBERED_CALLS:
+            self._settled_calls.pop(next(iter(self._settled_calls)))
         self.estimator.observe(CallObservation(
-            kind=ticket.kind, model=self.provider_model, cap=ticket.output_tokens,
-            completion_tokens=usage.completion_tokens, finished=finish_reason != "length",
-            hint=ticket.hint,
+            call_id=ticket.call_id, kind=ticket.kind, model=self.provider_model,
+            cap=ticket.output_tokens, completion_tokens=usage.completion_tokens,
+            finished=finish_reason != "length", hint=ticket.hint,
         ))
 
     def settle_call(
@@ -644,16 +649,8 @@ class BudgetSession:
             await self.ledger.acommit(self.session_id, call_id, None)
             return
         await self.ledger.acommit(self.session_id, call_id, Amount.of_usage(usage, self.price))
-        self.prompt_margin.observe(self.model, estimated=item.prompt_estimate,
-                                   reported=usage.prompt_tokens)
-        self._settled_calls[call_id] = (item.subtask.kind, item.subtask.hint)
-        if len(self._settled_calls) > _MAX_REMEMBERED_CALLS:
-            self._settled_calls.pop(next(iter(self._settled_calls)))
-        self.estimator.observe(CallObservation(
-            call_id=call_id, kind=item.subtask.kind, model=self.provider_model, cap=output_tokens,
-            completion_tokens=usage.completion_tokens,
-            finished=completion.finish_reason != "length", hint=item.subtask.hint,
-        ))
+        self._observe(self._ticket(item, call_id, output_tokens), usage,
+                      completion.finish_reason)
 
     async def _unfunded(
         self, item: _Item, price: float | None, call_kwargs: dict[str, Any]
