@@ -77,6 +77,12 @@ def step_policies(model, draws):
 
 
 def end_to_end(models, budgets, batches, size, sim):
+    # One event loop for every session: LiteLLM keeps connection pools per loop, and a fresh
+    # loop per session leaves hundreds of idle connections to the simulator behind.
+    return asyncio.run(_end_to_end(models, budgets, batches, size, sim))
+
+
+async def _end_to_end(models, budgets, batches, size, sim):
     rows = []
     for model in models:
         pool = item_pool(model)
@@ -94,6 +100,7 @@ def end_to_end(models, budgets, batches, size, sim):
         for budget in budgets:
             correct = {name: 0 for name in setups}
             spent = {name: 0 for name in setups}
+            errors = {name: 0 for name in setups}
             for b in range(batches):
                 rng = np.random.default_rng(100 + b)
                 window = Window(tuple(int(i) for i in rng.choice(len(pool), size, p=weights)),
@@ -104,21 +111,24 @@ def end_to_end(models, budgets, batches, size, sim):
                         budget_tokens=(budget + 60) * size, model=f"openai/{model}",
                         max_output_tokens=int(pool.truth.grid[-1]), api_base=sim.base_url,
                         api_key="sim", max_concurrency=size, **options)
-                    results = asyncio.run(session.arun(subtasks))
+                    results = await session.arun(subtasks)
+                    errors[name] += sum(r.status == "error" for r in results)
                     correct[name] += sum(
                         r.status == "ok" and r.finish_reason == "stop"
                         and f"\\boxed{{{pool.gold[i]}}}" in (r.text or "")
                         for r, i in zip(results, window.items, strict=True))
-                    spent[name] += session.remaining().spent_tokens
+                    spent[name] += (await session.ledger.aremaining(session.session_id)
+                                    ).spent_tokens
             n = batches * size
             item = correct["one-shot (true item curves)"]
             prog = correct["progressive (per kind, continue)"]
             rows.append([model, budget, *(f"{correct[v] / n:.3f}" for v in setups),
                          f"{prog / item:.2f}" if item else "",
-                         f"{spent['progressive (per kind, continue)'] / n:.0f}"])
+                         f"{spent['progressive (per kind, continue)'] / n:.0f}",
+                         str(sum(errors.values()))])
             print(rows[-1], flush=True)
     headers = ["model", "tokens/item", *setups, "progressive / true item",
-               "progressive tokens/item spent"]
+               "progressive tokens/item spent", "provider errors"]
     return headers, rows
 
 

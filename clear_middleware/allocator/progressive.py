@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .._validation import batch_shape, float_array, non_negative_int
 from ..curves.base import UtilityCurves
+from ..curves.empirical import EmpiricalCurve
 from . import allocate
 
 
@@ -146,9 +147,13 @@ def plan_round(
     else:
         sunk = batch_shape("fees", float_array("fees", fees, low=0.0), n)
     priced = ahead.shifted(sunk) if sunk.any() else ahead
-    alloc = allocate(priced, max(float(budget), 0.0), min_tokens=sunk + g,
-                     max_tokens=sunk + np.floor(remaining_cap / g) * g, granularity=g)
-    targets = np.where(alloc.funded, alloc.tokens - sunk, 0).astype(np.int64)
+    room = np.floor(remaining_cap / g) * g
+    # Runs with less than one granule of room left cannot advance: priced as never worth it.
+    upper = np.where(room >= g, sunk + room, sunk + g)
+    priced_room = priced if (room >= g).all() else _zero_where(priced, room < g)
+    alloc = allocate(priced_room, max(float(budget), 0.0), min_tokens=sunk + g,
+                     max_tokens=upper, granularity=g)
+    targets = np.where(alloc.funded & (room >= g), alloc.tokens - sunk, 0).astype(np.int64)
     if alloc.price == 0.0:
         targets = _free_tokens(targets, np.floor(remaining_cap / g) * g, sunk, budget)
     tangent = None
@@ -160,6 +165,16 @@ def plan_round(
     new_caps = np.where(steps > 0, new_caps, 0)
     cost = np.where(steps > 0, steps + np.ceil(sunk).astype(np.int64), 0)
     return RoundPlan(targets, steps, new_caps, cost, alloc.price, alloc.expected_utility)
+
+
+def _zero_where(curves: UtilityCurves, mask: NDArray[np.bool_]) -> EmpiricalCurve:
+    """The curves as an :class:`EmpiricalCurve`, with the masked ones worth nothing."""
+    grid = getattr(curves, "grid", None)
+    if grid is None:
+        grid = np.arange(0.0, float(np.max(curves.saturation_tokens())) + 64.0, 32.0)
+    values = curves.value(np.asarray(grid)[None, :])
+    values[mask] = 0.0
+    return EmpiricalCurve(grid, values)
 
 
 def _free_tokens(
