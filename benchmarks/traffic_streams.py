@@ -10,6 +10,7 @@ replays real runs of the bundled budget sweep (CC-BY-4.0, attribution below); se
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from benchmarks._report import DOCS, markdown_table, write_section
 from clear_middleware import ShiftedSurge
 from clear_middleware.datasets.reasoning_sweep import SWEEP_ATTRIBUTION, load_sweep
 from clear_middleware.evaluation.frontier import item_curves
-from clear_middleware.evaluation.traffic import CurveTable, StreamResult, item_pool, run_streams
+from clear_middleware.evaluation.traffic import CurveTable, StreamResult, arun_streams, item_pool
 from clear_middleware.simulator import SimulatorServer
 
 BUDGETS = (512, 1024, 2048, 4096, 8192)
@@ -31,15 +32,17 @@ MAIN = ("uniform", "clear (prior only)", "clear (learned)", "clear (true kind cu
 PLOT = DOCS / "cold_start.png"
 
 
-def cold_start(models, windows, size, measure_from, sim):
+async def cold_start(models, windows, size, measure_from, sim):
     """Per model and budget: every main variant on one balanced stream."""
     rows, per_window = [], {}
     for model in models:
         pool = item_pool(model)
         for budget in BUDGETS:
             variants = MAIN + (("clear (learned, no hints)",) if model == models[0] else ())
-            res = run_streams(model, budget_per_item=budget, windows=windows, window_size=size,
-                              variants=variants, sim=sim, pool=pool, measure_from=measure_from)
+            res = await arun_streams(sim, model, budget_per_item=budget, windows=windows,
+                                     window_size=size, variants=variants, pool=pool,
+                                     measure_from=measure_from)
+            _no_errors(res)
             half = measure_from
             learned, kind = res["clear (learned)"], res["clear (true kind curves)"]
             uni, prior = res["uniform"], res["clear (prior only)"]
@@ -59,12 +62,19 @@ def cold_start(models, windows, size, measure_from, sim):
     return headers, rows, per_window
 
 
+def _no_errors(results: dict[str, StreamResult]) -> None:
+    """A provider error would count as a wrong answer: refuse to report such a run."""
+    errors = {v: sum(r.errors) for v, r in results.items() if sum(r.errors)}
+    if errors:
+        raise RuntimeError(f"calls failed during the benchmark: {errors}")
+
+
 def _calls_per_kind(result: StreamResult, window: int) -> str:
     """Calls per kind the learned estimator had seen when measurement began."""
     return str(result.calls_learned[window - 1] // 3)
 
 
-def mixes_and_arrivals(model, windows, size, measure_from, sim):
+async def mixes_and_arrivals(model, windows, size, measure_from, sim):
     rows = []
     pool = item_pool(model)
     settings = [(mix, "fixed") for mix in ("easy-heavy", "hard-heavy", "mixed")]
@@ -72,9 +82,10 @@ def mixes_and_arrivals(model, windows, size, measure_from, sim):
     variants = ("uniform", "clear (learned)", "clear (true kind curves)",
                 "clear (true item curves)")
     for mix, arrivals in settings:
-        res = run_streams(model, mix=mix, arrivals=arrivals, budget_per_item=2048,
-                          windows=windows, window_size=size, variants=variants, sim=sim,
-                          pool=pool, measure_from=measure_from)
+        res = await arun_streams(sim, model, mix=mix, arrivals=arrivals, budget_per_item=2048,
+                                 windows=windows, window_size=size, variants=variants,
+                                 pool=pool, measure_from=measure_from)
+        _no_errors(res)
         half = measure_from
         learned = res["clear (learned)"].accuracy_after(half)
         kind = res["clear (true kind curves)"].accuracy_after(half)
@@ -84,7 +95,7 @@ def mixes_and_arrivals(model, windows, size, measure_from, sim):
     return ["mix", "arrivals", *variants, "learned/true kind"], rows
 
 
-def robustness(models, windows, size, sim):
+async def robustness(models, windows, size, sim):
     """CLEAR with per-item fitted surges whose thresholds carry log-normal noise."""
     rows = []
     noise_levels = (0.0, 0.25, 0.5, 1.0)
@@ -97,9 +108,10 @@ def robustness(models, windows, size, sim):
             tau = fitted.threshold * np.exp(rng.normal(0.0, sigma, len(fitted)))
             noisy = ShiftedSurge(fitted.ceiling, tau, fitted.rate)
             extra[f"noise {sigma}"] = (lambda c=noisy: CurveTable(c))
-        res = run_streams(model, budget_per_item=2048, windows=windows, window_size=size,
-                          variants=("uniform", "clear (true kind curves)"), extra=extra, sim=sim,
-                          pool=pool)
+        res = await arun_streams(sim, model, budget_per_item=2048, windows=windows,
+                                 window_size=size, variants=("uniform", "clear (true kind curves)"),
+                                 extra=extra, pool=pool)
+        _no_errors(res)
         rows.append([model, *(f"{res[v].accuracy:.3f}" for v in
                               ("uniform", "clear (true kind curves)", *extra))])
         print(rows[-1], flush=True)
@@ -146,11 +158,16 @@ def main() -> None:
     windows, size, measure_from = (4, 12, 2) if args.quick else (40, 40, 28)
     if args.quick:
         models = models[:1]
-    with SimulatorServer() as sim:
-        headers, rows, per_window = cold_start(models, windows, size, measure_from, sim)
-        plot(per_window, models[0], (1024, 2048), measure_from)
-        mix_headers, mix_rows = mixes_and_arrivals(models[0], windows, size, measure_from, sim)
-        rob_headers, rob_rows = robustness(models, max(windows // 4, 2), size, sim)
+    async def run_all(sim):
+        cold = await cold_start(models, windows, size, measure_from, sim)
+        mixes = await mixes_and_arrivals(models[0], windows, size, measure_from, sim)
+        rob = await robustness(models, max(windows // 4, 2), size, sim)
+        return cold, mixes, rob
+
+    with SimulatorServer() as sim:  # one event loop for every session (see arun_streams)
+        cold, (mix_headers, mix_rows), (rob_headers, rob_rows) = asyncio.run(run_all(sim))
+    headers, rows, per_window = cold
+    plot(per_window, models[0], (1024, 2048), measure_from)
     minutes = (time.perf_counter() - started) / 60
     body = "\n\n".join([
         "## Estimators on traffic streams (`benchmarks/traffic_streams.py`)",

@@ -177,6 +177,7 @@ class StreamResult:
     output_tokens: list[int] = field(default_factory=list)
     abandoned: list[int] = field(default_factory=list)
     calls_learned: list[int] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
@@ -252,6 +253,7 @@ async def arun_stream(
             result.output_tokens.append(0)
             result.abandoned.append(0)
             result.calls_learned.append(0)
+            result.errors.append(0)
             continue
         subtasks = _subtasks(pool, window)
         session = BudgetSession(
@@ -275,6 +277,7 @@ async def arun_stream(
         result.items.append(len(results))
         result.output_tokens.append(sum(r.usage.completion_tokens for r in results))
         result.abandoned.append(sum(r.status == "unfunded" for r in results))
+        result.errors.append(sum(r.status == "error" for r in results))
         group = getattr(estimator, "group", None)
         result.calls_learned.append(
             sum(group(f"openai/{pool.model}", k).calls for k in np.unique(pool.kind))
@@ -282,29 +285,32 @@ async def arun_stream(
     return result
 
 
-def run_streams(
-    model: str, *, mix: str = "balanced", budget_per_item: int = 2048, windows: int = 12,
-    window_size: int = 40, arrivals: str = "fixed", variants: Sequence[str] = VARIANTS,
-    seed: int = 0, sim: SimulatorServer | None = None,
+async def arun_streams(
+    sim: SimulatorServer, model: str, *, mix: str = "balanced", budget_per_item: int = 2048,
+    windows: int = 12, window_size: int = 40, arrivals: str = "fixed",
+    variants: Sequence[str] = VARIANTS, seed: int = 0,
     extra: Mapping[str, Callable[[], object]] | None = None, pool: ItemPool | None = None,
     measure_from: int = 0,
 ) -> dict[str, StreamResult]:
-    """Every variant on one stream (see the module docstring); starts a simulator if needed.
+    """Every variant on one stream (see the module docstring).
 
     ``extra`` adds variants: ``{name: estimator factory}`` (run with CLEAR). Non-learning
-    variants only run from window ``measure_from`` on.
+    variants only run from window ``measure_from`` on. Run many of these in one event loop:
+    LiteLLM keeps its connection pools per loop.
     """
     pool = pool or item_pool(model)
     weights = sampling_weights(pool, mix)
     stream = make_stream(pool, mix, windows, window_size, arrivals=arrivals,
                          seed=seed + zlib.crc32(model.encode()))
+    return {v: await arun_stream(sim, pool, stream, v, budget_per_item, weights, extra,
+                                 measure_from)
+            for v in (*variants, *(extra or {}))}
 
-    async def main(server: SimulatorServer) -> dict[str, StreamResult]:
-        return {v: await arun_stream(server, pool, stream, v, budget_per_item, weights, extra,
-                                     measure_from)
-                for v in (*variants, *(extra or {}))}
 
+def run_streams(model: str, *, sim: SimulatorServer | None = None,
+                **options: object) -> dict[str, StreamResult]:
+    """Blocking :func:`arun_streams`; starts a simulator if none is given."""
     if sim is not None:
-        return asyncio.run(main(sim))
+        return asyncio.run(arun_streams(sim, model, **options))
     with SimulatorServer() as server:
-        return asyncio.run(main(server))
+        return asyncio.run(arun_streams(server, model, **options))
