@@ -1,8 +1,9 @@
 """Cap one agent session: a LangChain v1 agent whose every model call is on one budget.
 
-Each turn is priced against what is left; when a turn cannot be funded the agent ends with a
-wrap-up answer paid from a reserve, and later turns end at once without calling the model.
-Runs offline against the local simulator.
+Each turn is priced against what is left once a wrap-up reserve is held back (a turn may get
+less than it would like: here turn 3 gets what the reserve leaves and is cut at that cap);
+when a turn cannot be funded the agent ends with a wrap-up answer paid from the reserve, and
+later turns end at once without calling the model. Runs offline against the local simulator.
 
     python cookbook/cap_agent_session.py
 """

@@ -50,12 +50,19 @@ def test_quote_holds_back_a_final_answer():
     quote = session.quote(PROMPT, final_answer_tokens=256)
     assert quote.held_tokens == 21 + 256
     assert quote.output_tokens + quote.prompt_tokens <= 5_000 - 277
-    # Under the default prior a lone call is worth funding from about 2,850 tokens: with 3,000
-    # it is, but not once the final answer's 277 tokens are held back.
-    tight = BudgetSession(budget_tokens=3_000, model=MODEL)
-    assert tight.quote(PROMPT).funded
+    # The default prior has value at every cap, so a lone call gets all that is not held back,
+    # on the 16-token grid of prompt + output: (5,000 - 277) // 16 * 16 - 21 = 4,699.
+    assert quote.output_tokens == 4_699
+    # It is refused only when what is left once the 277 tokens are held back is less than its
+    # smallest call: prompt 21 + min_output_tokens 16 = 37 tokens, 48 on the grid. With 324
+    # tokens it is funded (320 - 21 = 299) but not with the final answer held (47 left); with
+    # 325 it is, at 48 - 21 = 27.
+    tight = BudgetSession(budget_tokens=324, model=MODEL)
+    assert tight.quote(PROMPT).output_tokens == 299
     assert not tight.quote(PROMPT, final_answer_tokens=256).funded
     assert tight.quote(PROMPT, final_answer_tokens=256).settings == {}
+    just = BudgetSession(budget_tokens=325, model=MODEL)
+    assert just.quote(PROMPT, final_answer_tokens=256).output_tokens == 27
 
 
 def test_quote_validates_its_arguments():
@@ -85,8 +92,8 @@ def test_reserve_settle_and_release_move_the_balance_exactly():
     assert (balance.spent_tokens, balance.reserved_tokens, balance.available_tokens) == (
         314, 0, 4_686)
     assert session.prompt_margin.observations(MODEL) == 1
-    assert estimator.seen == [CallObservation(kind="step", model=MODEL, cap=1_000,
-                                              completion_tokens=300, finished=False)]
+    assert estimator.seen == [CallObservation(call_id=ticket.call_id, kind="step", model=MODEL,
+                                              cap=1_000, completion_tokens=300, finished=False)]
 
     failed = session.reserve_call(PROMPT, output_tokens=500)
     session.release_call(failed)

@@ -8,6 +8,8 @@ from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
 
+from clear_middleware.curves import ShiftedSurge
+from clear_middleware.estimators import StaticEstimator
 from clear_middleware.integrations.langchain import (
     AsyncClearBudgetCallbackHandler,
     BudgetExhaustedError,
@@ -19,6 +21,8 @@ from clear_middleware.session import BudgetSession
 from .conftest import SIM_MODEL, sim_session
 
 QUESTION = "[[item:aime24/2024-I-1]] Find the answer."
+# A task kind worth nothing below 6,000 output tokens (a shifted surge is 0 below its threshold).
+HARD = ShiftedSurge(ceiling=0.9, threshold=6_000, rate=1 / 500)
 
 
 def _openai(sim, **kwargs) -> ChatOpenAI:
@@ -82,9 +86,14 @@ def test_unfundable_calls_are_refused_with_a_typed_error_and_never_sent(sim):
     with pytest.raises(BudgetExhaustedError) as over:
         _openai(sim, max_tokens=3_000).invoke(QUESTION, config={"callbacks": [handler]})
     assert over.value.available_tokens == 2_000 and over.value.requested_tokens > 3_000
-    with pytest.raises(BudgetExhaustedError):  # no cap: the quote abandons it
+    # No cap: the quote prices it. The handler's kind has no value below 6,000 output tokens,
+    # far above the 500 the session has, so the price abandons it (nothing is reserved).
+    hard = sim_session(sim, budget_tokens=500, estimator=StaticEstimator({"hard": HARD}))
+    with pytest.raises(BudgetExhaustedError) as abandoned:
         _openai(sim).invoke(QUESTION, config={"callbacks": [
-            ClearBudgetCallbackHandler(sim_session(sim, budget_tokens=500))]})
+            ClearBudgetCallbackHandler(hard, kind="hard")]})
+    assert abandoned.value.requested_tokens == 0 and abandoned.value.price > 0
+    assert _kinds(hard) == []
     assert len(sim.requests) == before
     assert handler.refused == 1 and _kinds(session) == ["refuse"]
 

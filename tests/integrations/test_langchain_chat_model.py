@@ -8,6 +8,8 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_core.tools import tool
 
+from clear_middleware.curves import ShiftedSurge
+from clear_middleware.estimators import StaticEstimator
 from clear_middleware.integrations.langchain import BudgetExhaustedError, ChatClear
 from clear_middleware.session import BudgetSession
 from clear_middleware.simulator import item_marker
@@ -70,9 +72,14 @@ def test_explicit_cap_wins_and_the_model_max_tokens_is_a_ceiling(sim):
 
 def test_a_call_the_session_cannot_fund_is_refused_and_never_sent(sim):
     before = len(sim.requests)
+    # The session's curve has no value below 6,000 output tokens, far above its 800: the price
+    # abandons the call before any reservation is tried.
+    hard = StaticEstimator(default=ShiftedSurge(ceiling=0.9, threshold=6_000, rate=1 / 500))
+    session = sim_session(sim, budget_tokens=800, estimator=hard)
     with pytest.raises(BudgetExhaustedError) as refused:
-        ChatClear(session=sim_session(sim, budget_tokens=800)).invoke(QUESTION)
+        ChatClear(session=session).invoke(QUESTION)
     assert refused.value.price is not None and refused.value.requested_tokens == 0
+    assert session.statement() == []
     with pytest.raises(BudgetExhaustedError) as over:
         ChatClear(session=sim_session(sim, budget_tokens=800)).bind(max_tokens=1000).invoke(
             QUESTION)

@@ -24,7 +24,8 @@ from .fakes import ToolLoopModel, lookup
 
 MODEL = "openai/gpt-4o-mini"
 QUESTION = "Find the answer."
-# Agent steps are short: a curve that saturates at about 1,300 output tokens.
+# Agent steps are short: a curve that saturates at about 1,400 output tokens (99.9% of its
+# ceiling at 1,435).
 STEP_CURVE = ShiftedSurge(ceiling=0.9, threshold=50, rate=1 / 150)
 
 
@@ -48,21 +49,26 @@ def _held(session: BudgetSession, wrap_up_tokens: int) -> int:
 
 def _check_graceful_stop(model: ToolLoopModel, session: BudgetSession, result) -> None:
     calls = model.calls
-    # Twelve tool steps (each reports 50 + 300 tokens), then the wrap-up without tools.
-    assert [c["tools"] for c in calls] == [True] * 12 + [False]
+    # Thirteen tool steps, then the wrap-up without tools. A step reports 50 input tokens and
+    # min(cap, 300) output tokens: twelve steps spend 12 x 350, leaving 1,800. The thirteenth
+    # (prompt reserved at 691) gets what is left once a wrap-up is held back (its prompt plus
+    # 242, 933 tokens): (1,800 - 933) // 16 * 16 - 691 = 173, and reports 50 + 173. The
+    # fourteenth would need its prompt (745) within 1,577 - (745 + 242) = 590: the wrap-up goes.
+    assert [c["tools"] for c in calls] == [True] * 13 + [False]
+    assert calls[12]["max_tokens"] == 173
     assert calls[-1]["max_tokens"] == 200 and calls[-1]["last"] == DEFAULT_WRAP_UP_PROMPT
     final = result["messages"][-1]
     assert final.content == "Final answer: 42" and not final.tool_calls
     assert final.response_metadata["clear_budget"] == "wrap_up"
     balance = session.remaining()
-    assert balance.spent_tokens == 12 * 350 + 250 == 4_450
+    assert balance.spent_tokens == 12 * 350 + (50 + 173) + 250 == 4_673
     assert balance.spent_tokens <= 6_000 and balance.reserved_tokens == 0
     reserves = [e for e in session.statement() if e.kind == "reserve"]
     assert len(reserves) == len(calls)  # one reservation per model call, no double counting
     # Each call was sent with the cap it reserved: reservation - cap is the prompt's reserve
     # (local count x the learned margin), which grows with the conversation.
     prompts = [e.tokens - c["max_tokens"] for e, c in zip(reserves, calls, strict=True)]
-    assert prompts == [66, 135, 204, 273, 342, 318, 371, 425, 478, 531, 585, 638, 691]
+    assert prompts == [66, 135, 204, 273, 342, 318, 371, 425, 478, 531, 585, 638, 691, 745]
 
 
 def test_agent_stops_gracefully_at_the_cap_with_a_wrap_up():
@@ -92,24 +98,27 @@ def test_a_callback_on_the_same_run_does_not_count_twice():
     handler = ClearBudgetCallbackHandler(session)
     _agent(model, session).invoke({"messages": [("user", QUESTION)]},
                                   config={"callbacks": [handler]})
-    assert session.remaining().spent_tokens == 4_450
+    assert session.remaining().spent_tokens == 4_673
     assert handler.open_calls == 0
 
 
 def test_exit_behavior_error_raises_before_anything_is_sent():
-    session = _session(600)
+    # The first step's prompt is reserved at 66 and 320 tokens are held for the wrap-up (its
+    # prompt, 200 and the instruction's 54): 400 - 320 = 80 is less than 66 + min_output 16.
+    session = _session(400)
     model = ToolLoopModel()
     with pytest.raises(BudgetExhaustedError) as refused:
         _agent(model, session, exit_behavior="error").invoke(
             {"messages": [("user", QUESTION)]})
     assert refused.value.session_id == session.session_id
-    assert refused.value.available_tokens == 600
+    assert refused.value.available_tokens == 400
+    assert "with 320 tokens held for a final answer" in str(refused.value)
     assert model.calls == []
     assert session.statement() == []
 
 
 def test_without_a_reserve_the_run_ends_with_a_message_and_no_call():
-    session = _session(300)
+    session = _session(80)  # less than the first step's prompt (66) + min_output_tokens (16)
     model = ToolLoopModel()
     result = _agent(model, session, wrap_up_tokens=None).invoke(
         {"messages": [("user", QUESTION)]})

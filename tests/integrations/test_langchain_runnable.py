@@ -8,6 +8,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 
+from clear_middleware.curves import ShiftedSurge
+from clear_middleware.estimators import StaticEstimator
 from clear_middleware.integrations.langchain import (
     BudgetExhaustedError,
     ChatClear,
@@ -19,6 +21,8 @@ from clear_middleware.simulator import SimulatorServer, item_marker
 from .conftest import SIM_MODEL, items, sim_session
 
 PROMPT = ChatPromptTemplate.from_template("{marker} Solve the problem.")
+# A task kind worth nothing below 6,000 output tokens (a shifted surge is 0 below its threshold).
+HARD = ShiftedSurge(ceiling=0.9, threshold=6_000, rate=1 / 500)
 
 
 def _inputs(count: int) -> list[dict[str, str]]:
@@ -91,7 +95,7 @@ async def test_abatch_plans_first_and_returns_unfunded_in_place(sim):
 
 
 def test_a_call_refused_at_reservation_is_unfunded_in_place_not_raised(sim):
-    # Planning sees a 1-token prompt, but each call really sends a long preamble (~600 tokens
+    # Planning sees a 1-token prompt, but each call really sends a long preamble (632 tokens
     # reserved): the plan over-commits, and the ledger refuses the calls that no longer fit.
     # No exception escapes the batch.
     long_prompt = ChatPromptTemplate.from_template("{marker} " + "Think it through. " * 100)
@@ -99,8 +103,11 @@ def test_a_call_refused_at_reservation_is_unfunded_in_place_not_raised(sim):
     budgeted = with_budget(long_prompt | ChatClear(session=session), session,
                            prompt=lambda _: "x")
     planned = session.plan(["x"] * 6)
-    assert len(planned.funded) == 4  # 4 x (12 + ~2,990) tokens planned; each reserves ~3,600
-    sim.delay_next(4, seconds=0.3)  # hold replies so every reservation comes before a commit
+    # 5 x (12 + 2,388) = 12,000 tokens planned; each call reserves 632 + 2,388 = 3,020, so only
+    # 3 fit at once.
+    assert len(planned.funded) == 5
+    assert {planned.rows[i].output_tokens for i in planned.funded} == {2_388}
+    sim.delay_next(5, seconds=0.3)  # hold replies so every reservation comes before a commit
     outputs = budgeted.batch(_inputs(6), config={"max_concurrency": 6})
     refused = [i for i, o in enumerate(outputs) if isinstance(o, SubtaskResult)]
     answered = [i for i, o in enumerate(outputs) if not isinstance(o, SubtaskResult)]
@@ -122,10 +129,13 @@ def test_invoke_prices_one_call_at_the_current_price(sim):
 
 
 async def test_ainvoke_returns_the_unfunded_result_when_the_budget_is_spent(sim):
-    session = sim_session(sim, budget_tokens=1_000)  # too little for the prior curve
+    # 40 tokens left: less than the smallest call, prompt (36 reserved) + min_output_tokens 16.
+    session = sim_session(sim, budget_tokens=40)
     budgeted = with_budget(PROMPT | ChatClear(session=session), session)
+    value = _inputs(1)[0]
+    assert session.quote(budgeted._subtask(value, 0)).prompt_tokens == 36
     before = len(sim.requests)
-    result = await budgeted.ainvoke(_inputs(1)[0])
+    result = await budgeted.ainvoke(value)
     assert isinstance(result, SubtaskResult) and result.status == "unfunded"
     assert result.price is not None and result.price > 0
     assert len(sim.requests) == before  # nothing was sent
@@ -142,9 +152,14 @@ def test_stream_applies_the_cap_and_refuses_when_unfunded(sim):
     assert served.streamed and served.requested_cap == quote.output_tokens
     assert text.startswith("The final answer is")
     assert session.remaining().spent_tokens == served.prompt_tokens + served.completion_tokens
-    with pytest.raises(BudgetExhaustedError):
-        next(iter(with_budget(PROMPT | ChatClear(session=session),
-                              sim_session(sim, budget_tokens=500)).stream(value)))
+    # A kind with no value below 6,000 output tokens, on a session with 500: priced out.
+    poor = sim_session(sim, budget_tokens=500, estimator=StaticEstimator({"hard": HARD}))
+    before = len(sim.requests)
+    with pytest.raises(BudgetExhaustedError) as refused:
+        next(iter(with_budget(PROMPT | ChatClear(session=session), poor,
+                              kind="hard").stream(value)))
+    assert refused.value.requested_tokens == 0 and refused.value.price > 0
+    assert len(sim.requests) == before and poor.statement() == []
 
 
 async def test_astream_settles_the_streamed_call(sim):

@@ -9,6 +9,8 @@ import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
+from clear_middleware.curves import ShiftedSurge
+from clear_middleware.estimators import StaticEstimator
 from clear_middleware.integrations.langchain import BudgetExhaustedError, ChatClear
 from clear_middleware.integrations.langgraph import (
     BUDGET_KEY,
@@ -96,10 +98,13 @@ def test_a_graph_without_a_thread_id_is_refused(sim):
 
 
 def test_branch_scope_refuses_abandoned_and_foreign_branches():
-    session = BudgetSession(budget_tokens=1_000, model=MODEL, session_id="s-1")
-    sends = fan_out(session, "solve", [{"prompt": "hard"}, {"prompt": "harder"}])
+    # The branches' kind is worth nothing below 6,000 output tokens; the session has 1,000.
+    hard = StaticEstimator({"hard": ShiftedSurge(ceiling=0.9, threshold=6_000, rate=1 / 500)})
+    session = BudgetSession(budget_tokens=1_000, model=MODEL, session_id="s-1", estimator=hard)
+    sends = fan_out(session, "solve", [{"prompt": "hard"}, {"prompt": "harder"}], kind="hard")
     budget = sends[0].arg[BUDGET_KEY]
     assert budget["funded"] is False and sends[0].node == "solve"
+    assert not sends[1].arg[BUDGET_KEY]["funded"] and budget["price"] > 0
     with pytest.raises(BudgetExhaustedError), branch_scope(session, budget):
         pass
     other = BudgetSession(budget_tokens=1_000, model=MODEL, session_id="s-2")

@@ -10,6 +10,8 @@ import litellm
 import pytest
 from litellm.proxy._types import UserAPIKeyAuth
 
+from clear_middleware.curves import ShiftedSurge
+from clear_middleware.estimators import StaticEstimator
 from clear_middleware.integrations.litellm_proxy import ClearBudgetRefused, ClearProxyBudget
 
 from .conftest import MODEL, questions
@@ -93,13 +95,17 @@ async def test_keys_of_one_team_share_the_team_session(sim, hook):
 
 
 async def test_an_unfundable_call_is_refused_with_429_before_any_provider(sim):
-    hook = ClearProxyBudget(budget_tokens=1_000)
+    # Calls are worth nothing below 6,000 output tokens; each session has 1,000.
+    hard = StaticEstimator(default=ShiftedSurge(ceiling=0.9, threshold=6_000, rate=1 / 500))
+    hook = ClearProxyBudget(budget_tokens=1_000, estimator=hard)
     before = len(sim.requests)
     with pytest.raises(ClearBudgetRefused) as refused:
         await hook.async_pre_call_hook(ALICE, None, _request("poor", questions(1)[0]),
                                        "acompletion")
     assert refused.value.status_code == 429 and refused.value.price > 0
     assert len(sim.requests) == before
+    session = hook.session_for("key:hashed-key-alice", "poor", MODEL)
+    assert session.statement() == [] and hook.open_calls == 0
 
 
 async def test_a_failed_call_is_released(sim, hook):
