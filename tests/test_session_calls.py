@@ -50,19 +50,19 @@ def test_quote_holds_back_a_final_answer():
     quote = session.quote(PROMPT, final_answer_tokens=256)
     assert quote.held_tokens == 21 + 256
     assert quote.output_tokens + quote.prompt_tokens <= 5_000 - 277
-    # The default prior has value at every cap, so a lone call gets all that is not held back,
-    # on the 16-token grid of prompt + output: (5,000 - 277) // 16 * 16 - 21 = 4,699.
+    # A lone call gets all that is not held back, on the 16-token grid of prompt + output:
+    # (5,000 - 277) // 16 * 16 - 21 = 4,699.
     assert quote.output_tokens == 4_699
-    # It is refused only when what is left once the 277 tokens are held back is less than its
-    # smallest call: prompt 21 + min_output_tokens 16 = 37 tokens, 48 on the grid. With 324
-    # tokens it is funded (320 - 21 = 299) but not with the final answer held (47 left); with
-    # 325 it is, at 48 - 21 = 27.
-    tight = BudgetSession(budget_tokens=324, model=MODEL)
-    assert tight.quote(PROMPT).output_tokens == 299
+    # It is refused once what is left after the 277 held tokens buys no cap worth a 0.1%
+    # chance (the prior reaches 0.001 at 168 output tokens). With 468 tokens it is funded
+    # alone (464 - 21 = 443) but not with the final answer held ((468 - 277) // 16 * 16 - 21
+    # = 155 tokens, worth 0.0005); with 469 it is, at 192 - 21 = 171 (worth 0.0012).
+    tight = BudgetSession(budget_tokens=468, model=MODEL)
+    assert tight.quote(PROMPT).output_tokens == 443
     assert not tight.quote(PROMPT, final_answer_tokens=256).funded
     assert tight.quote(PROMPT, final_answer_tokens=256).settings == {}
-    just = BudgetSession(budget_tokens=325, model=MODEL)
-    assert just.quote(PROMPT, final_answer_tokens=256).output_tokens == 27
+    just = BudgetSession(budget_tokens=469, model=MODEL)
+    assert just.quote(PROMPT, final_answer_tokens=256).output_tokens == 171
 
 
 def test_quote_validates_its_arguments():

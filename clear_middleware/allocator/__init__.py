@@ -14,7 +14,7 @@ from .baselines import greedy_caps, proportional_caps, uniform_caps
 from .clear import market_bracket, solve_clear
 from .oracle import oracle_caps
 from .result import Allocation
-from .rounding import fill_unfunded, round_to_grid
+from .rounding import MIN_CALL_UTILITY, fill_unfunded, round_to_grid
 
 Policy = Literal["clear", "uniform", "proportional", "greedy", "oracle"]
 
@@ -122,6 +122,8 @@ def _polish_small(curves, response, caps, total: int, g: int):
     if (np.ceil(response.lower / step) * step > response.upper).all():
         return caps
     exact = oracle_caps(response, total, step)
+    # As for idle tokens: a cap worth almost nothing is not a call worth sending.
+    exact = np.where(curves.value(exact.astype(np.float64)) >= MIN_CALL_UTILITY, exact, 0)
     value = float(curves.value(caps.astype(np.float64))[caps > 0].sum())
     exact_value = float(curves.value(exact.astype(np.float64))[exact > 0].sum())
     return exact if exact_value > value + 1e-12 else caps

@@ -59,6 +59,11 @@ def _trim_to_budget(
     return caps
 
 
+MIN_CALL_UTILITY = 1e-3
+"""Tokens left idle by the price fund a subtask only where its expected utility reaches this (a
+0.1% chance of success): below it the call is noise, and the tokens may serve a later batch."""
+
+
 def fill_unfunded(
     curves: UtilityCurves,
     caps: NDArray[np.int64],
@@ -72,8 +77,9 @@ def fill_unfunded(
     At the clearing price a subtask is funded only at its most efficient cap (where its
     utility per token peaks); tokens left over that cannot reach that cap would otherwise go
     unused, although a smaller cap still has value. Each step funds the unfunded subtask with
-    the largest utility at the largest cap the leftover allows (within its bounds); the loop
-    runs once per subtask so funded, usually none or one.
+    the largest utility at the largest cap the leftover allows (within its bounds), if that
+    utility reaches :data:`MIN_CALL_UTILITY`; the loop runs once per subtask so funded,
+    usually none or one.
     """
     g = granularity
     caps = caps.copy()
@@ -85,7 +91,7 @@ def fill_unfunded(
             break
         gain = np.where(candidate, curves.value(room), 0.0)
         best = int(np.argmax(gain))
-        if gain[best] <= 0.0:
+        if gain[best] < MIN_CALL_UTILITY:
             break
         caps[best] = int(room[best])
         left -= caps[best]

@@ -240,11 +240,9 @@ class BudgetSession:
         return items
 
     # -- planning ----------------------------------------------------------------------------
-    def _model_output_limit(self) -> int | None:
-        limit = provider_settings(self.provider_model, 10**9).model_max_output_tokens
-        if self.max_output_tokens is None:
-            return limit
-        return self.max_output_tokens if limit is None else min(limit, self.max_output_tokens)
+    def _model_limit(self) -> int | None:
+        """The model's own output limit (tokens) when LiteLLM knows it."""
+        return provider_settings(self.provider_model, 10**9).model_max_output_tokens
 
     def _plan(self, items: Sequence[_Item], funds: Funds) -> Plan:
         curves: UtilityCurves = self.estimator.estimate([i.subtask for i in items],
@@ -253,7 +251,8 @@ class BudgetSession:
         outputs = plan_outputs(
             curves, prompts, funds, self.price, policy=self.policy,
             min_output_tokens=self.min_output_tokens,
-            max_output_tokens=self._model_output_limit(), granularity=self.granularity,
+            max_output_tokens=self.max_output_tokens, model_limit=self._model_limit(),
+            granularity=self.granularity,
         )
         values = np.where(outputs.output_tokens > 0,
                           curves.value(outputs.output_tokens.astype(np.float64)), 0.0)

@@ -47,6 +47,7 @@ def plan_outputs(
     min_output_tokens: int,
     max_output_tokens: int | None,
     granularity: int,
+    model_limit: int | None = None,
 ) -> OutputPlan:
     """Allocate output caps under the session's remaining funds.
 
@@ -57,11 +58,17 @@ def plan_outputs(
         price: the model's price; required when ``funds.usd`` is set.
         min_output_tokens, max_output_tokens: bounds on a funded output cap (``None`` = each
             curve's saturation point).
+        model_limit: the model's own output limit (tokens), which no cap may exceed.
         granularity: total caps are multiples of it (tokens).
     """
     prompts = prompt_tokens.astype(np.float64)
     lower = prompts + min_output_tokens
-    upper = None if max_output_tokens is None else prompts + max_output_tokens
+    out_cap = (curves.saturation_tokens() if max_output_tokens is None
+               else np.full(len(curves), float(max_output_tokens)))
+    if model_limit is not None:
+        out_cap = np.minimum(out_cap, model_limit)
+    out_cap = np.maximum(out_cap, min_output_tokens)
+    upper = prompts + out_cap
     candidates: list[tuple[Allocation, NDArray[np.float64], int | None]] = []
     if funds.tokens is not None or funds.usd is None:
         budget = funds.tokens if funds.tokens is not None else _unlimited(curves, prompts, upper)
@@ -74,8 +81,7 @@ def plan_outputs(
         fee = prompts * price.input_usd_per_token / out_rate  # prompt, in output tokens
         budget = int(max(funds.usd, 0.0) / out_rate)
         alloc = allocate(curves.shifted(fee), budget, policy=policy,
-                         min_tokens=fee + min_output_tokens,
-                         max_tokens=None if max_output_tokens is None else fee + max_output_tokens,
+                         min_tokens=fee + min_output_tokens, max_tokens=fee + out_cap,
                          granularity=granularity)
         candidates.append((alloc, fee, funds.tokens))
     best = None
@@ -96,8 +102,7 @@ def plan_outputs(
 
 def _unlimited(curves: UtilityCurves, prompts: NDArray[np.float64], upper) -> int:
     """A budget that covers every subtask at its cap (no cap on the session)."""
-    caps = curves.saturation_tokens() + prompts if upper is None else upper
-    return int(np.ceil(np.sum(caps))) + 1
+    return int(np.ceil(np.sum(upper))) + 1
 
 
 def _fits(output, prompts, funds: Funds, price: ModelPrice | None) -> bool:

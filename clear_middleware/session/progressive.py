@@ -51,6 +51,7 @@ class _Run:
     done: bool = False
     error: str | None = None
     allocated: int = 0
+    cap: int = 0  # largest total output tokens
 
 
 async def arun_progressive(
@@ -64,12 +65,20 @@ async def arun_progressive(
 ) -> list[SubtaskResult]:
     """Run ``items`` in rounds; one result per item, in order."""
     runs = [_Run(item) for item in items]
-    cap = session._model_output_limit()
+    user_cap, model_limit = session.max_output_tokens, session._model_limit()
+    # Each run's largest total output: max_output_tokens, else its curve's saturation point;
+    # never above the model's own limit.
+    first = session.estimator.estimate([r.item.subtask for r in runs], session.provider_model)
+    totals = (first.saturation_tokens() if user_cap is None
+              else np.full(len(runs), float(user_cap)))
+    if model_limit is not None:
+        totals = np.minimum(totals, model_limit)
+    for run, total in zip(runs, totals, strict=True):
+        run.cap = int(total)
     price = 0.0
     semaphore = asyncio.Semaphore(session.max_concurrency)
     for _ in range(MAX_ROUNDS):
-        active = [r for r in runs if not r.done and r.error is None
-                  and (cap is None or r.used < cap)]
+        active = [r for r in runs if not r.done and r.error is None and r.used < r.cap]
         if not active:
             break
         funds = await session._afunds()
@@ -77,6 +86,7 @@ async def arun_progressive(
             raise ValueError("mode='progressive' plans in tokens: give the session budget_tokens")
         subtasks = [r.item.subtask for r in active]
         curves = session.estimator.estimate(subtasks, session.provider_model)
+        caps = np.array([r.cap for r in active], dtype=np.float64)
         finish_of = getattr(session.estimator, "finish_curves", None)
         finish = finish_of(subtasks, session.provider_model) if finish_of else None
         used = np.array([r.used for r in active], dtype=np.float64)
@@ -85,7 +95,7 @@ async def arun_progressive(
         fees = np.array([r.item.prompt_reserve for r in active], dtype=np.float64) + used
         plan = plan_round(curves, used, max(funds.tokens, 0), finish=finish,
                           continuation=continuation != "restart", policy=policy,
-                          max_tokens=cap, granularity=session.granularity, fees=fees)
+                          max_tokens=caps, granularity=session.granularity, fees=fees)
         price = plan.price
         moving = [(r, int(step)) for r, step in zip(active, plan.steps, strict=True) if step > 0]
         if not moving:
