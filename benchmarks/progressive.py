@@ -33,10 +33,10 @@ from clear_middleware.evaluation.progressive import VARIANTS, evaluate
 from clear_middleware.evaluation.traffic import (
     CurveTable,
     Window,
-    _subtasks,
     item_pool,
     kind_truth,
     sampling_weights,
+    window_subtasks,
 )
 from clear_middleware.session import BudgetSession
 from clear_middleware.simulator import SimulatorServer
@@ -105,7 +105,7 @@ async def _end_to_end(models, budgets, batches, size, sim):
                 rng = np.random.default_rng(100 + b)
                 window = Window(tuple(int(i) for i in rng.choice(len(pool), size, p=weights)),
                                 b)
-                subtasks = _subtasks(pool, window)
+                subtasks = window_subtasks(pool, window)
                 for name, options in setups.items():
                     session = BudgetSession(
                         budget_tokens=(budget + 60) * size, model=f"openai/{model}",

@@ -103,12 +103,13 @@ def sampling_weights(pool: ItemPool, mix: str) -> NDArray[np.float64]:
         weight = np.array([share[k] for k in pool.kind])
         is_math = pool.kind == "math500"
         level = np.array([int(h.split("-")[1]) if h else 0 for h in pool.hint])
-        if mix == "easy-heavy":
-            weight = np.where(is_math, 0.8 / is_math.mean(), 0.2 / (~is_math).mean()) / n
-            weight = weight * np.where(is_math & (level <= 3), 2.0, 1.0)
-        elif mix == "hard-heavy":
-            weight = np.where(is_math, 0.2 / is_math.mean(), 0.8 / (~is_math).mean()) / n
-            weight = weight * np.where(is_math & (level >= 4), 2.0, 1.0)
+        if mix in ("easy-heavy", "hard-heavy"):
+            easy = mix == "easy-heavy"
+            favoured = (level <= 3) if easy else (level >= 4)
+            within = np.where(is_math & favoured, 2.0, 1.0)  # levels twice as likely
+            math_share = 0.8 if easy else 0.2
+            weight = np.where(is_math, math_share * within / within[is_math].sum(),
+                              (1.0 - math_share) / (~is_math).sum())
     return weight / weight.sum()
 
 
@@ -194,7 +195,9 @@ cheaper than others (CLEAR funds the cheaper of two equally promising subtasks f
 marker length would then leak the benchmark)."""
 
 
-def _subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
+def window_subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
+    """The subtasks of a window: each names its item, carries its kind and hint, and has a
+    prompt of exactly :data:`PROMPT_TOKENS` tokens."""
     out = []
     for k, i in enumerate(window.items):
         text = (f"{item_marker(str(pool.key[i]))} Solve the problem; give the final answer in "
@@ -255,7 +258,7 @@ async def arun_stream(
             result.calls_learned.append(0)
             result.errors.append(0)
             continue
-        subtasks = _subtasks(pool, window)
+        subtasks = window_subtasks(pool, window)
         session = BudgetSession(
             budget_tokens=budget_per_item * len(subtasks) + 40 * len(subtasks),
             model=f"openai/{pool.model}", estimator=estimator,
