@@ -86,11 +86,6 @@ def item_curves(model: str, table: SweepTable | None = None) -> ItemCurves:
     return ItemCurves(model, runs.benchmark, grid, truth, fitted)
 
 
-def smooth_curves(values: NDArray[np.float64], grid: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Curves on ``grid`` smoothed in log-tokens (see :func:`~..estimators.prior.smooth`)."""
-    return smooth(values, grid)
-
-
 def kind_curve_splits(
     items: ItemCurves, splits: int = 30, seed: int = 0
 ) -> list[tuple[NDArray[np.intp], EmpiricalCurve]]:
@@ -111,7 +106,7 @@ def kind_curve_splits(
             held[idx[:half]] = True
             values[idx[:half]] = items.truth.values[idx[half:]].mean(axis=0)
         order = rng.permutation(np.flatnonzero(held))
-        out.append((order, EmpiricalCurve(items.grid, smooth_curves(values[order], items.grid))))
+        out.append((order, EmpiricalCurve(items.grid, smooth(values[order], items.grid))))
     return out
 
 

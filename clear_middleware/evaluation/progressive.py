@@ -24,7 +24,8 @@ from ..allocator import allocate
 from ..allocator.progressive import StepPolicy, plan_round
 from ..curves.empirical import EmpiricalCurve
 from ..datasets.reasoning_sweep import ItemRollouts, item_rollouts, load_sweep
-from .frontier import GRID_STEP, item_curves, smooth_curves
+from ..estimators.prior import smooth
+from .frontier import GRID_STEP, item_curves
 
 VARIANTS = (
     "uniform",
@@ -156,6 +157,6 @@ def _half_split(kinds, truth: EmpiricalCurve, finish: EmpiricalCurve, rng):
     held_idx = np.concatenate(held)
     order = rng.permutation(held_idx.size)
     grid = truth.grid
-    kind_u = smooth_curves(np.concatenate(u_rows)[order], grid)
-    kind_f = smooth_curves(np.concatenate(f_rows)[order], grid)
+    kind_u = smooth(np.concatenate(u_rows)[order], grid)
+    kind_f = smooth(np.concatenate(f_rows)[order], grid)
     return held_idx[order], EmpiricalCurve(grid, kind_u), EmpiricalCurve(grid, kind_f)

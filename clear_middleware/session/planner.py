@@ -71,7 +71,8 @@ def plan_outputs(
     upper = prompts + out_cap
     candidates: list[tuple[Allocation, NDArray[np.float64], int | None]] = []
     if funds.tokens is not None or funds.usd is None:
-        budget = funds.tokens if funds.tokens is not None else _unlimited(curves, prompts, upper)
+        # No token cap: a budget that covers every subtask at its cap.
+        budget = funds.tokens if funds.tokens is not None else int(np.ceil(upper.sum())) + 1
         alloc = allocate(curves.shifted(prompts), max(budget, 0), policy=policy,
                          min_tokens=lower, max_tokens=upper, granularity=granularity)
         candidates.append((alloc, prompts, funds.tokens))
@@ -98,11 +99,6 @@ def plan_outputs(
         best = OutputPlan(_shrink_to_fit(output, prompt_tokens, funds, price), alloc,
                           budget_tokens)
     return best
-
-
-def _unlimited(curves: UtilityCurves, prompts: NDArray[np.float64], upper) -> int:
-    """A budget that covers every subtask at its cap (no cap on the session)."""
-    return int(np.ceil(np.sum(upper))) + 1
 
 
 def _fits(output, prompts, funds: Funds, price: ModelPrice | None) -> bool:
