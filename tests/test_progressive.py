@@ -6,6 +6,7 @@ import pytest
 from clear_middleware import EmpiricalCurve, ShiftedSurge
 from clear_middleware.allocator.progressive import StepPolicy, plan_round
 from clear_middleware.dispatch.continuation import continuation_for, continue_request
+from clear_middleware.evaluation.frontier import kind_half_split
 from clear_middleware.evaluation.progressive import Runs, one_shot, progressive
 from clear_middleware.session import BudgetSession, Subtask
 from clear_middleware.simulator import SimulatorServer, item_marker
@@ -131,3 +132,36 @@ def test_progressive_mode_needs_a_token_budget():
         BudgetSession(budget_usd=1.0, model="openai/gpt-4o-mini", mode="progressive")
     with pytest.raises(ValueError, match="mode must be"):
         BudgetSession(budget_tokens=10, model="openai/gpt-4o-mini", mode="rounds")
+
+
+def test_kind_half_split_trains_each_kind_on_its_other_half():
+    kinds = np.array(["a"] * 4 + ["b"] * 2)
+    grid = np.array([0.0, 100.0])
+    util = EmpiricalCurve(grid, np.array([[0, v] for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.9)]))
+    finish = EmpiricalCurve(grid, np.array([[0, v] for v in (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)]))
+    held, (kind_u, kind_f) = kind_half_split(kinds, [util, finish], np.random.default_rng(0))
+    assert sorted(kinds[held].tolist()) == ["a", "a", "b"]
+    for row, item in enumerate(held):
+        train = np.setdiff1d(np.flatnonzero(kinds == kinds[item]), held)
+        # smooth() moves a 2-point curve's last value by nothing: the mean of the other half.
+        assert kind_u.values[row, -1] == pytest.approx(util.values[train, -1].mean())
+        assert kind_f.values[row, -1] == pytest.approx(finish.values[train, -1].mean())
+
+
+def test_leave_one_out_curves_forget_the_drawn_run_and_foresight_bounds():
+    from clear_middleware.datasets.reasoning_sweep import ItemRollouts
+    from clear_middleware.evaluation.progressive import leave_one_out, perfect_foresight
+
+    length = np.array([[100.0, 300.0], [200.0, 400.0]])
+    rollouts = ItemRollouts(
+        item_id=np.array(["i0", "i1"]), benchmark=np.array(["k", "k"]), length=length,
+        correct=np.array([[True, False], [True, True]]),
+        censored=np.zeros((2, 2), dtype=bool), cap=np.full((2, 2), 512.0),
+        valid=np.ones((2, 2), dtype=bool))
+    runs = Runs(np.array([100.0, 400.0]), np.array([True, True]), np.array([0, 1]))
+    loo = leave_one_out(rollouts, runs, np.array([0.0, 150.0, 350.0, 500.0]))
+    # Item 0 keeps only its wrong run at 300; item 1 only its right run at 200.
+    assert loo.values.tolist() == [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]
+    # Correct runs 100 and 400: 450 tokens fund the shorter only.
+    assert perfect_foresight(runs, 450) == (0.5, 50.0)
+    assert perfect_foresight(runs, 500) == (1.0, 250.0)

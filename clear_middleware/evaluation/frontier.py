@@ -86,27 +86,42 @@ def item_curves(model: str, table: SweepTable | None = None) -> ItemCurves:
     return ItemCurves(model, runs.benchmark, grid, truth, fitted)
 
 
+def kind_half_split(
+    kinds: NDArray, curves: Sequence[EmpiricalCurve], rng: np.random.Generator
+) -> tuple[NDArray[np.intp], list[EmpiricalCurve]]:
+    """One random half-split per kind: (held-out item indices, their per-kind curves).
+
+    Each held-out item's curve is the smoothed mean curve of the *other* half of its kind, for
+    every batch of item curves in ``curves`` (e.g. utility and finish curves, same grid); all
+    held-out items of a kind share it. The held-out order is shuffled, so which items of a kind
+    a policy funds first is random.
+    """
+    held = np.zeros(len(kinds), dtype=bool)
+    for kind in np.unique(kinds):
+        idx = rng.permutation(np.flatnonzero(kinds == kind))
+        held[idx[: idx.size // 2]] = True
+    order = rng.permutation(np.flatnonzero(held))
+    out = []
+    for batch in curves:
+        values = np.zeros_like(batch.values)
+        for kind in np.unique(kinds[order]):
+            rows = order[kinds[order] == kind]
+            train = np.flatnonzero((kinds == kind) & ~held)
+            values[rows] = batch.values[train].mean(axis=0)
+        out.append(EmpiricalCurve(batch.grid, smooth(values[order], batch.grid)))
+    return order, out
+
+
 def kind_curve_splits(
     items: ItemCurves, splits: int = 30, seed: int = 0
 ) -> list[tuple[NDArray[np.intp], EmpiricalCurve]]:
-    """Random half-splits per kind: (held-out item indices, their per-kind curves).
-
-    Each held-out item's curve is the smoothed mean true curve of the *other* half of its kind;
-    all held-out items of a kind share it. Item order is shuffled per split, so which items of
-    a kind a policy funds first is random.
-    """
+    """``splits`` random half-splits per kind of the items' true curves
+    (:func:`kind_half_split`)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(splits):
-        held = np.zeros(len(items), dtype=bool)
-        values = np.zeros_like(items.truth.values)
-        for kind in np.unique(items.benchmark):
-            idx = rng.permutation(np.flatnonzero(items.benchmark == kind))
-            half = idx.size // 2
-            held[idx[:half]] = True
-            values[idx[:half]] = items.truth.values[idx[half:]].mean(axis=0)
-        order = rng.permutation(np.flatnonzero(held))
-        out.append((order, EmpiricalCurve(items.grid, smooth(values[order], items.grid))))
+        order, (kind_curves,) = kind_half_split(items.benchmark, [items.truth], rng)
+        out.append((order, kind_curves))
     return out
 
 
