@@ -8,6 +8,10 @@ any call. A call that ends on its own finishes its subtask; one cut at its step'
 next round, continued where the provider can (:mod:`clear_middleware.dispatch.continuation`)
 or restarted with a larger cap.
 
+The planning of a round is :meth:`BudgetSession.plan_steps` (the same code path the LangChain
+``with_budget`` batch uses in progressive mode); one call's next step is
+:meth:`BudgetSession.quote_step` (the agent middleware's).
+
 Costs are planned in the ledger's units, as the provider will report them: a continued step
 re-sends the partial answer as prompt tokens, a restart generates it again. In a token-capped
 session both cost the same tokens (continuation still keeps the *same* run going rather than

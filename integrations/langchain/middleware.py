@@ -14,6 +14,19 @@ is reserved in the ledger at prompt plus cap, and is settled from the reply's
   run ends with a fixed AI message instead, and nothing is sent;
 - ``"error"``: :class:`~.scope.BudgetExhaustedError` is raised before anything is sent.
 
+Progressive mode (``BudgetSession(..., mode="progressive")``): each model call is spent in
+steps. It goes out with a step's cap
+(:meth:`~clear_middleware.session.BudgetSession.quote_step`, planned with the calls still
+expected); when the reply is cut at its cap (finish reason ``"length"`` in its
+``response_metadata``) it is sent again with a larger cap, the tokens it used plus the next
+step, priced at the session's *current* price with the call's curve conditioned on those
+tokens (the partial reply is discarded: its tokens were charged, and a restart generates them
+again, which the step's price includes). This goes on until the reply finishes, the call
+reaches its largest output (the last reply is kept, as a one-shot call cut at its cap would
+be), or the next step is priced out: then ``exit_behavior`` applies as above. Agents sharing
+a session (``agent.batch``, a parallel fan-out) re-quote every step at the live price, so
+their calls compete step by step.
+
 The middleware does the accounting for any chat model; :class:`~.chat_model.ChatClear` and the
 callback handler see the call as managed and do not count it twice.
 """
