@@ -165,3 +165,50 @@ def test_leave_one_out_curves_forget_the_drawn_run_and_foresight_bounds():
     # Correct runs 100 and 400: 450 tokens fund the shorter only.
     assert perfect_foresight(runs, 450) == (0.5, 50.0)
     assert perfect_foresight(runs, 500) == (1.0, 250.0)
+
+
+def test_plan_steps_is_plan_round_on_the_sessions_curves_and_ledger():
+    from clear_middleware.estimators import StaticEstimator
+
+    curve = ShiftedSurge(0.9, 800.0, 1 / 400)
+    session = BudgetSession(budget_tokens=6_000, model="openai/o4-mini", mode="progressive",
+                            estimator=StaticEstimator({"m": curve}), max_output_tokens=4096)
+    subtasks = [Subtask.of(f"problem {k}", kind="m") for k in range(4)]
+    used = [0, 0, 1024, 2048]
+    plan = session.plan_steps(subtasks, used, continuation=False)
+    prompts = [session._items(subtasks)[k].prompt_reserve for k in range(4)]
+    direct = plan_round(ShiftedSurge(0.9, np.full(4, 800.0), 1 / 400), used, 6_000,
+                        continuation=False, max_tokens=np.full(4, 4096.0), granularity=16,
+                        fees=np.add(prompts, used))
+    assert plan.steps == tuple(direct.steps) and plan.price == direct.price
+    assert plan.limits == (4096,) * 4 and plan.continuation is False
+    # Restarting: the cap is the tokens used plus the step.
+    assert all(cap == (u + s if s else 0)
+               for cap, u, s in zip(plan.output_caps, used, plan.steps, strict=True))
+    assert plan.funded == [k for k in range(4) if plan.steps[k]]
+    assert sorted(plan.funded + plan.stopped) == [0, 1, 2, 3]
+    assert session.current_price == plan.price
+    # Continuing: the cap is the step alone.
+    cont = session.plan_steps(subtasks, used, continuation=True)
+    assert all(cap == s for cap, s in zip(cont.output_caps, cont.steps, strict=True))
+
+
+def test_quote_step_restarts_with_larger_caps_and_stops_at_the_limit():
+    session = BudgetSession(budget_tokens=20_000, model="openai/o4-mini", mode="progressive",
+                            max_output_tokens=2048,
+                            step_policy=StepPolicy(kind="chunk", chunk_tokens=512))
+    first = session.quote_step("What is 2 + 2?")
+    assert (first.output_tokens, first.step_tokens, first.used_tokens) == (512, 512, 0)
+    assert first.limit_tokens == 2048 and not first.at_limit and first.funded
+    second = session.quote_step("What is 2 + 2?", used_tokens=1536)
+    # 512 tokens of room: the total (prompt reserve 23 + 1,536 regenerated + step) is rounded
+    # to the 16-token granularity, so the step is 505 and the cap 2,041 (within the limit).
+    assert second.prompt_tokens == 23
+    assert (second.output_tokens, second.step_tokens) == (2041, 505)
+    assert second.settings  # the provider settings of the cap
+    last = session.quote_step("What is 2 + 2?", used_tokens=2040)
+    assert last.at_limit and not last.funded and last.output_tokens == 0
+    # Held back for a final answer, and shared with the calls still expected: never more.
+    held = session.quote_step("What is 2 + 2?", used_tokens=1024, expected_calls=3,
+                              final_answer_tokens=256)
+    assert held.held_tokens > 256 and held.output_tokens <= 1536

@@ -2,7 +2,15 @@
 
 from ..subtask import Subtask
 from .budget_session import BudgetSession, UnfundedSubtasks
-from .results import CallQuote, CallTicket, Plan, PlannedSubtask, SubtaskResult
+from .results import (
+    CallQuote,
+    CallTicket,
+    Plan,
+    PlannedSubtask,
+    StepPlan,
+    StepQuote,
+    SubtaskResult,
+)
 
-__all__ = ["BudgetSession", "CallQuote", "CallTicket", "Plan", "PlannedSubtask", "Subtask",
-           "SubtaskResult", "UnfundedSubtasks"]
+__all__ = ["BudgetSession", "CallQuote", "CallTicket", "Plan", "PlannedSubtask", "StepPlan",
+           "StepQuote", "Subtask", "SubtaskResult", "UnfundedSubtasks"]

@@ -34,7 +34,7 @@ import numpy as np
 
 from .._validation import float_array, non_negative_int
 from ..allocator import POLICIES, Policy
-from ..allocator.progressive import StepPolicy
+from ..allocator.progressive import StepPolicy, plan_round
 from ..curves.base import UtilityCurves
 from ..dispatch.client import Completion, LiteLLMClient, is_retryable
 from ..dispatch.continuation import CONTINUATIONS, Continuation, continuation_for
@@ -49,7 +49,15 @@ from ..tokens import count_message_tokens
 from ..usage import Usage
 from .planner import Funds, plan_outputs
 from .progressive import arun_progressive
-from .results import CallQuote, CallTicket, Plan, PlannedSubtask, SubtaskResult
+from .results import (
+    CallQuote,
+    CallTicket,
+    Plan,
+    PlannedSubtask,
+    StepPlan,
+    StepQuote,
+    SubtaskResult,
+)
 
 logger = logging.getLogger("clear_middleware.session")
 
@@ -306,13 +314,7 @@ class BudgetSession:
     def _quote(self, item: _Item, funds: Funds, expected_calls: int,
                final_answer_tokens: int) -> CallQuote:
         expected_calls = non_negative_int("expected_calls", expected_calls, minimum=1)
-        final_answer_tokens = non_negative_int("final_answer_tokens", final_answer_tokens)
-        held = 0
-        if final_answer_tokens:
-            hold = Amount.for_call(item.prompt_reserve, final_answer_tokens, self.price)
-            held = hold.tokens
-            funds = Funds(None if funds.tokens is None else funds.tokens - held,
-                          None if funds.usd is None else funds.usd - (hold.usd or 0.0))
+        funds, held = self._hold(item, funds, final_answer_tokens)
         copies = [dataclasses.replace(item, index=k) for k in range(expected_calls)]
         plan = self._plan(copies, funds)
         # The copies are identical: CLEAR may fund only some of them, and this call is the
@@ -321,6 +323,16 @@ class BudgetSession:
         settings = provider_settings(self.provider_model, output).kwargs if output else {}
         return CallQuote(output, item.prompt_reserve, plan.price, expected_calls, held,
                          settings)
+
+    def _hold(self, item: _Item, funds: Funds, final_answer_tokens: int) -> tuple[Funds, int]:
+        """``funds`` minus a final call's worth (``item``'s prompt plus ``final_answer_tokens``
+        of output), and the tokens held."""
+        final_answer_tokens = non_negative_int("final_answer_tokens", final_answer_tokens)
+        if not final_answer_tokens:
+            return funds, 0
+        hold = Amount.for_call(item.prompt_reserve, final_answer_tokens, self.price)
+        return Funds(None if funds.tokens is None else funds.tokens - hold.tokens,
+                     None if funds.usd is None else funds.usd - (hold.usd or 0.0)), hold.tokens
 
     def quote(
         self,
@@ -483,6 +495,188 @@ class BudgetSession:
         """Async :meth:`release_call`."""
         return await self.ledger.arelease(self.session_id, ticket.call_id)
 
+    # -- progressive steps (one code path for arun, batches and agent calls) -----------------
+    # A run spent in steps is planned round by round: its curve is conditioned on the tokens it
+    # used without finishing, the price is re-solved on what the ledger has left, and it is
+    # given the next step (see :mod:`clear_middleware.allocator.progressive`).
+
+    def _output_limits(self, curves: UtilityCurves) -> np.ndarray:
+        """Largest total output per subtask (tokens): ``max_output_tokens``, else the curve's
+        saturation point; never above the model's own limit."""
+        limits = (curves.saturation_tokens() if self.max_output_tokens is None
+                  else np.full(len(curves), float(self.max_output_tokens)))
+        model_limit = self._model_limit()
+        return limits if model_limit is None else np.minimum(limits, model_limit)
+
+    def _plan_steps(
+        self, items: Sequence[_Item], used_tokens: Any, funds: Funds, *, continuation: bool,
+        limits: np.ndarray | None = None,
+    ) -> StepPlan:
+        if funds.tokens is None:
+            raise ValueError("progressive steps are planned in tokens: give the session "
+                             "budget_tokens")
+        used = np.asarray(float_array("used_tokens", used_tokens, low=0.0), dtype=np.float64)
+        if used.shape != (len(items),):
+            raise ValueError(f"used_tokens needs one entry per subtask ({len(items)}); got "
+                             f"shape {used.shape}")
+        subtasks = [i.subtask for i in items]
+        curves = self.estimator.estimate(subtasks, self.provider_model)
+        limits = self._output_limits(curves) if limits is None else limits
+        finish_of = getattr(self.estimator, "finish_curves", None)
+        finish = finish_of(subtasks, self.provider_model) if finish_of else None
+        # What advancing costs besides the new tokens: the prompt, plus the partial answer
+        # (re-read as prompt when continued, generated again when restarted).
+        fees = np.array([i.prompt_reserve for i in items], dtype=np.float64) + used
+        plan = plan_round(curves, used, max(funds.tokens, 0), finish=finish,
+                          continuation=continuation, policy=self.step_policy,
+                          max_tokens=limits, granularity=self.granularity, fees=fees)
+        self.current_price = plan.price
+        ints = lambda values: tuple(int(v) for v in values)  # noqa: E731
+        return StepPlan(plan.price, ints(used), ints(plan.steps), ints(plan.new_caps),
+                        ints(plan.targets), ints(np.floor(limits)), ints(plan.cost),
+                        continuation, plan.expected_utility)
+
+    def _continues(self, continuation: bool | None) -> bool:
+        return self.continuation != "restart" if continuation is None else bool(continuation)
+
+    def plan_steps(
+        self,
+        subtasks: Sequence[SubtaskLike],
+        used_tokens: Sequence[int] | np.ndarray,
+        *,
+        continuation: bool | None = None,
+    ) -> StepPlan:
+        """Plan one progressive round for ``subtasks`` on what the session has left.
+
+        Each subtask's curve is conditioned on the ``used_tokens`` it generated without
+        finishing, the shadow price is re-solved on the ledger's available tokens, and each
+        funded subtask gets a step by the session's ``step_policy``. Nothing is reserved: send
+        each funded subtask with its ``output_caps`` entry (reserving prompt plus cap as any
+        call), and call again with the new ``used_tokens`` for the next round.
+
+        Args:
+            subtasks: the unfinished subtasks (strings, chat messages or :class:`Subtask`).
+            used_tokens: output tokens each generated so far without finishing (>= 0; 0 for a
+                subtask not started), one per subtask.
+            continuation: whether the next calls continue the partial answers (``True``) or
+                restart them with a larger cap (``False``: a step then costs the regenerated
+                ``used_tokens`` as well, and the cap is ``used + step``). Default: the
+                session's ``continuation`` (``"restart"`` means ``False``).
+
+        Returns:
+            A :class:`StepPlan` (caps, steps, targets and the round's price).
+
+        Raises:
+            ValueError: the session has no token budget, or ``used_tokens`` does not match.
+
+        Example:
+            >>> session = BudgetSession(budget_tokens=20_000, model="openai/o4-mini",
+            ...                         mode="progressive")
+            >>> plan = session.plan_steps(["What is 2 + 2?", "Prove Fermat."], [0, 512],
+            ...                           continuation=False)
+            >>> all(cap == 0 or cap > used for cap, used in zip(plan.output_caps, [0, 512]))
+            True
+        """
+        self._open()
+        return self._plan_steps(self._items(subtasks), used_tokens, self._funds(),
+                                continuation=self._continues(continuation))
+
+    async def aplan_steps(
+        self,
+        subtasks: Sequence[SubtaskLike],
+        used_tokens: Sequence[int] | np.ndarray,
+        *,
+        continuation: bool | None = None,
+    ) -> StepPlan:
+        """Async :meth:`plan_steps`."""
+        await self._aopen()
+        return self._plan_steps(self._items(subtasks), used_tokens, await self._afunds(),
+                                continuation=self._continues(continuation))
+
+    def _quote_step(self, item: _Item, funds: Funds, used_tokens: int, expected_calls: int,
+                    final_answer_tokens: int, continuation: bool) -> StepQuote:
+        used = non_negative_int("used_tokens", used_tokens)
+        expected_calls = non_negative_int("expected_calls", expected_calls, minimum=1)
+        funds, held = self._hold(item, funds, final_answer_tokens)
+        # This call (used tokens so far) planned with the calls still expected after it (not
+        # started): they compete for the same funds at one price.
+        copies = [dataclasses.replace(item, index=k) for k in range(expected_calls)]
+        plan = self._plan_steps(copies, [used] + [0] * (expected_calls - 1), funds,
+                                continuation=continuation)
+        # Not started, the copies are identical: CLEAR may fund only some of them, and this
+        # call is the first of them to go.
+        k = int(np.argmax(plan.output_caps)) if used == 0 else 0
+        cap, limit = plan.output_caps[k], plan.limits[0]
+        settings = provider_settings(self.provider_model, cap).kwargs if cap else {}
+        return StepQuote(cap, item.prompt_reserve, plan.price, expected_calls, held, settings,
+                         used_tokens=used, step_tokens=plan.steps[k], limit_tokens=limit,
+                         at_limit=limit - used < self.granularity)
+
+    def quote_step(
+        self,
+        subtask: SubtaskLike,
+        *,
+        used_tokens: int = 0,
+        tools: Sequence[Message] | None = None,
+        expected_calls: int = 1,
+        final_answer_tokens: int = 0,
+        continuation: bool = False,
+    ) -> StepQuote:
+        """Price the next step of one call spent in steps, at the session's current price.
+
+        The call's curve is conditioned on the ``used_tokens`` it generated without finishing
+        (its earlier attempts were cut at their caps); it is planned with the
+        ``expected_calls - 1`` calls still expected after it (not started), on what the
+        session has left minus a final call's worth when ``final_answer_tokens`` > 0, and
+        given a step by the session's ``step_policy``. Nothing is reserved. Callers sharing
+        the session re-quote at every step, so they compete at the live price.
+
+        Args:
+            subtask: the call's prompt (a string, chat messages or a :class:`Subtask`).
+            used_tokens: output tokens its earlier, cut attempts generated (>= 0).
+            tools: OpenAI tool schemas sent with the call (their tokens count as prompt).
+            expected_calls: calls planned together, this one included (>= 1).
+            final_answer_tokens: output cap (tokens) of a final call to hold back; 0 = none.
+            continuation: the call continues its partial answer (``True``) or restarts with
+                a larger cap (``False``, the default: the partial answer is discarded and its
+                tokens are generated again, so the step costs them too).
+
+        Returns:
+            A :class:`StepQuote`: ``output_tokens`` is the cap to send (0 = stop;
+            ``at_limit`` tells a call with no room left from one priced out).
+
+        Raises:
+            ValueError: the session has no token budget.
+
+        Example:
+            >>> from clear_middleware import StepPolicy
+            >>> session = BudgetSession(budget_tokens=20_000, model="openai/o4-mini",
+            ...                         mode="progressive",
+            ...                         step_policy=StepPolicy(kind="chunk", chunk_tokens=512))
+            >>> first = session.quote_step("What is 2 + 2?")
+            >>> second = session.quote_step("What is 2 + 2?", used_tokens=first.output_tokens)
+            >>> first.output_tokens, second.output_tokens
+            (512, 1024)
+        """
+        self._open()
+        return self._quote_step(self._item(subtask, tools), self._funds(), used_tokens,
+                                expected_calls, final_answer_tokens, continuation)
+
+    async def aquote_step(
+        self,
+        subtask: SubtaskLike,
+        *,
+        used_tokens: int = 0,
+        tools: Sequence[Message] | None = None,
+        expected_calls: int = 1,
+        final_answer_tokens: int = 0,
+        continuation: bool = False,
+    ) -> StepQuote:
+        """Async :meth:`quote_step`."""
+        await self._aopen()
+        return self._quote_step(self._item(subtask, tools), await self._afunds(), used_tokens,
+                                expected_calls, final_answer_tokens, continuation)
+
     # -- running -----------------------------------------------------------------------------
     def run(self, subtasks: Sequence[SubtaskLike], **kwargs: Any) -> list[SubtaskResult]:
         """Plan, reserve, call concurrently, settle; one result per subtask, in order.
@@ -517,7 +711,7 @@ class BudgetSession:
         items = self._items(subtasks)
         if self.mode == "progressive":
             results = await arun_progressive(
-                self, items, policy=self.step_policy, continuation=self.continuation,
+                self, items, continuation=self.continuation,
                 on_progress=on_progress, call_kwargs=call_kwargs)
             for result in results:
                 if on_result is not None:

@@ -8,6 +8,10 @@ any call. A call that ends on its own finishes its subtask; one cut at its step'
 next round, continued where the provider can (:mod:`clear_middleware.dispatch.continuation`)
 or restarted with a larger cap.
 
+The planning of a round is :meth:`BudgetSession.plan_steps` (the same code path the LangChain
+``with_budget`` batch uses in progressive mode); one call's next step is
+:meth:`BudgetSession.quote_step` (the agent middleware's).
+
 Costs are planned in the ledger's units, as the provider will report them: a continued step
 re-sends the partial answer as prompt tokens, a restart generates it again. In a token-capped
 session both cost the same tokens (continuation still keeps the *same* run going rather than
@@ -23,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..allocator.progressive import StepPolicy, plan_round
 from ..dispatch.continuation import Continuation, continue_request
 from ..dispatch.provider_settings import provider_settings
 from ..ledger import Amount, BudgetExceeded
@@ -58,22 +61,16 @@ async def arun_progressive(
     session: BudgetSession,
     items: list[_Item],
     *,
-    policy: StepPolicy,
     continuation: Continuation,
     on_progress: Callable[[int, int, bool], None] | None,
     call_kwargs: dict[str, Any],
 ) -> list[SubtaskResult]:
     """Run ``items`` in rounds; one result per item, in order."""
     runs = [_Run(item) for item in items]
-    user_cap, model_limit = session.max_output_tokens, session._model_limit()
-    # Each run's largest total output: max_output_tokens, else its curve's saturation point;
-    # never above the model's own limit.
+    # Each run's largest total output, fixed at the start: max_output_tokens, else its curve's
+    # saturation point; never above the model's own limit.
     first = session.estimator.estimate([r.item.subtask for r in runs], session.provider_model)
-    totals = (first.saturation_tokens() if user_cap is None
-              else np.full(len(runs), float(user_cap)))
-    if model_limit is not None:
-        totals = np.minimum(totals, model_limit)
-    for run, total in zip(runs, totals, strict=True):
+    for run, total in zip(runs, session._output_limits(first), strict=True):
         run.cap = int(total)
     price = 0.0
     semaphore = asyncio.Semaphore(session.max_concurrency)
@@ -81,27 +78,16 @@ async def arun_progressive(
         active = [r for r in runs if not r.done and r.error is None and r.used < r.cap]
         if not active:
             break
-        funds = await session._afunds()
-        if funds.tokens is None:
-            raise ValueError("mode='progressive' plans in tokens: give the session budget_tokens")
-        subtasks = [r.item.subtask for r in active]
-        curves = session.estimator.estimate(subtasks, session.provider_model)
-        caps = np.array([r.cap for r in active], dtype=np.float64)
-        finish_of = getattr(session.estimator, "finish_curves", None)
-        finish = finish_of(subtasks, session.provider_model) if finish_of else None
-        used = np.array([r.used for r in active], dtype=np.float64)
-        # What advancing costs besides the new tokens: the prompt, plus the partial answer
-        # (re-read as prompt when continued, generated again when restarted).
-        fees = np.array([r.item.prompt_reserve for r in active], dtype=np.float64) + used
-        plan = plan_round(curves, used, max(funds.tokens, 0), finish=finish,
-                          continuation=continuation != "restart", policy=policy,
-                          max_tokens=caps, granularity=session.granularity, fees=fees)
+        plan = session._plan_steps(
+            [r.item for r in active], [r.used for r in active], await session._afunds(),
+            continuation=continuation != "restart",
+            limits=np.array([r.cap for r in active], dtype=np.float64))
         price = plan.price
-        moving = [(r, int(step)) for r, step in zip(active, plan.steps, strict=True) if step > 0]
+        moving = [(r, step) for r, step in zip(active, plan.steps, strict=True) if step > 0]
         if not moving:
             break
         for run, target in zip(active, plan.targets, strict=True):
-            run.allocated = max(run.allocated, run.used + int(target))
+            run.allocated = max(run.allocated, run.used + target)
 
         async def advance(run: _Run, step: int) -> None:
             async with semaphore:

@@ -183,3 +183,73 @@ class CallTicket:
     def reserved_tokens(self) -> int:
         """Tokens held for the call: prompt plus output cap."""
         return self.prompt_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class StepQuote(CallQuote):
+    """What the next step of a call spent in steps (progressive mode) may spend.
+
+    Returned by :meth:`BudgetSession.quote_step`; nothing is reserved. ``output_tokens`` is
+    the cap of the call to send now (0 = stop: priced out, or at its limit).
+
+    Attributes:
+        used_tokens: output tokens the call already generated without finishing (>= 0).
+        step_tokens: new output tokens this step may generate (>= 0; 0 = stop). When the
+            call restarts, ``output_tokens = used_tokens + step_tokens``; when it continues
+            the partial answer, ``output_tokens = step_tokens``.
+        limit_tokens: the call's largest total output (tokens): ``max_output_tokens``, else
+            its curve's saturation point, never above the model's limit.
+        at_limit: the call has no room left to advance (``limit_tokens - used_tokens`` is
+            less than the session's granularity): a stop here is not a refusal.
+    """
+
+    used_tokens: int = 0
+    step_tokens: int = 0
+    limit_tokens: int = 0
+    at_limit: bool = False
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One progressive round for subtasks that used some tokens each without finishing.
+
+    Returned by :meth:`BudgetSession.plan_steps`; nothing is reserved. Every tuple has one
+    entry per subtask, in the order given.
+
+    Attributes:
+        price: the round's shadow price (expected utility per token, >= 0; 0 when the budget
+            is slack).
+        used_tokens: output tokens each had generated (as given, >= 0).
+        steps: new output tokens each may generate this round (>= 0; 0 = stop it now).
+        output_caps: the output cap of each one's next call (tokens; 0 = stop): ``steps``
+            when the call continues the partial answer, ``used_tokens + steps`` when it
+            restarts.
+        targets: output tokens still ahead of each at this price (>= 0): where CLEAR would
+            take it, of which ``steps`` is this round's share.
+        limits: the largest total output of each (tokens): ``max_output_tokens``, else its
+            curve's saturation point, never above the model's limit.
+        cost: tokens each one's call may spend this round: its prompt and partial answer (a
+            prompt when continued, output again when restarted) plus its step (0 = stop).
+        continuation: the calls continue partial answers (``False``: they restart).
+        expected_utility: expected utility of the targets, conditional on what was seen.
+    """
+
+    price: float
+    used_tokens: tuple[int, ...]
+    steps: tuple[int, ...]
+    output_caps: tuple[int, ...]
+    targets: tuple[int, ...]
+    limits: tuple[int, ...]
+    cost: tuple[int, ...]
+    continuation: bool
+    expected_utility: float
+
+    @property
+    def funded(self) -> list[int]:
+        """Positions of the subtasks that advance this round."""
+        return [k for k, step in enumerate(self.steps) if step > 0]
+
+    @property
+    def stopped(self) -> list[int]:
+        """Positions of the subtasks that stop here (priced out or at their limit)."""
+        return [k for k, step in enumerate(self.steps) if step == 0]

@@ -44,7 +44,13 @@ from clear_middleware.session import BudgetSession, CallTicket
 
 from ._convert import output_cap, subtask_of, usage_of_result
 from .chat_model import CHAT_CLEAR_TYPE
-from .scope import BudgetExhaustedError, areserve_call, current_scope, reserve_call
+from .scope import (
+    BudgetExhaustedError,
+    BudgetScope,
+    areserve_call,
+    current_scope,
+    reserve_call,
+)
 
 __all__ = ["AsyncClearBudgetCallbackHandler", "ClearBudgetCallbackHandler"]
 
@@ -60,7 +66,7 @@ class _Bookkeeping:
         self.session = session
         self.kind = kind
         self.refused = 0
-        self._tickets: dict[UUID, CallTicket] = {}
+        self._tickets: dict[UUID, tuple[CallTicket, BudgetScope | None]] = {}
         self._lock = threading.Lock()
 
     def _wanted(self, invocation_params: dict[str, Any]) -> tuple[bool, int | None]:
@@ -91,12 +97,13 @@ class _Bookkeeping:
         logger.warning("call not funded, sent unaccounted: %s", error)
 
     def _keep(self, run_id: UUID, ticket: CallTicket) -> None:
+        # The scope the call was made in (if any) is told how it ended, at settlement.
         with self._lock:
-            self._tickets[run_id] = ticket
+            self._tickets[run_id] = (ticket, current_scope())
 
-    def _pop(self, run_id: UUID) -> CallTicket | None:
+    def _pop(self, run_id: UUID) -> tuple[CallTicket | None, BudgetScope | None]:
         with self._lock:
-            return self._tickets.pop(run_id, None)
+            return self._tickets.pop(run_id, (None, None))
 
     @property
     def open_calls(self) -> int:
@@ -153,13 +160,15 @@ class ClearBudgetCallbackHandler(_Bookkeeping, BaseCallbackHandler):
         self._keep(run_id, ticket)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        ticket = self._pop(run_id)
+        ticket, scope = self._pop(run_id)
         if ticket is not None:
             usage, finish_reason = usage_of_result(response)
             self.session.settle_call(ticket, usage, finish_reason=finish_reason)
+            if scope is not None:
+                scope.record(usage, finish_reason, ticket.output_tokens)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        ticket = self._pop(run_id)
+        ticket, _ = self._pop(run_id)
         if ticket is not None:
             self.session.release_call(ticket)
 
@@ -203,12 +212,14 @@ class AsyncClearBudgetCallbackHandler(_Bookkeeping, AsyncCallbackHandler):
         self._keep(run_id, ticket)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        ticket = self._pop(run_id)
+        ticket, scope = self._pop(run_id)
         if ticket is not None:
             usage, finish_reason = usage_of_result(response)
             await self.session.asettle_call(ticket, usage, finish_reason=finish_reason)
+            if scope is not None:
+                scope.record(usage, finish_reason, ticket.output_tokens)
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        ticket = self._pop(run_id)
+        ticket, _ = self._pop(run_id)
         if ticket is not None:
             await self.session.arelease_call(ticket)

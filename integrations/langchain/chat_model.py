@@ -44,7 +44,7 @@ from clear_middleware.session import BudgetSession, CallTicket, Subtask
 from clear_middleware.usage import Usage
 
 from ._convert import CAP_PARAMETERS, openai_messages, output_cap
-from .scope import BudgetExhaustedError, areserve_call, current_scope, reserve_call
+from .scope import BudgetExhaustedError, BudgetScope, areserve_call, current_scope, reserve_call
 
 __all__ = ["CHAT_CLEAR_TYPE", "ChatClear"]
 
@@ -67,6 +67,11 @@ class _Call:
     output_tokens: int | None
     accounted: bool  # this model reserves and settles (no outer adapter does)
     kind: str | None = None
+    scope: BudgetScope | None = None  # the open budget scope, told how the call ended
+
+    def record(self, usage: Usage | None, finish_reason: str | None) -> None:
+        if self.scope is not None:
+            self.scope.record(usage, finish_reason, self.output_tokens)
 
     def settings(self, output_tokens: int | None) -> dict[str, Any]:
         if output_tokens is None:
@@ -240,7 +245,7 @@ class ChatClear(BaseChatModel):
                 tuple(oa_messages), kind=kind,
                 id=(scope.subtask_id if scope is not None else None) or "chat"),
             output_tokens=cap, accounted=session is not None and not (scope and scope.managed),
-            kind=kind,
+            kind=kind, scope=scope,
         )
 
     def _quoted_cap(self, call: _Call, quote_cap: int) -> int:
@@ -294,6 +299,7 @@ class ChatClear(BaseChatModel):
         if ticket is not None and call.session is not None:
             call.session.settle_call(ticket, completion.usage,
                                      finish_reason=completion.finish_reason)
+        call.record(completion.usage, completion.finish_reason)
         return _chat_result(completion, call.model)
 
     async def _agenerate(
@@ -320,6 +326,7 @@ class ChatClear(BaseChatModel):
         if ticket is not None and call.session is not None:
             await call.session.asettle_call(ticket, completion.usage,
                                             finish_reason=completion.finish_reason)
+        call.record(completion.usage, completion.finish_reason)
         return _chat_result(completion, call.model)
 
     def _stream(
@@ -344,6 +351,7 @@ class ChatClear(BaseChatModel):
             if ticket is not None and call.session is not None:
                 call.session.settle_call(ticket, reader.usage, finish_reason=reader.finish)
             settled = True
+            call.record(reader.usage, reader.finish)
             yield reader.last()
         except GeneratorExit:  # the consumer stopped early: charge what the provider reported
             if not settled and ticket is not None and call.session is not None:
@@ -378,6 +386,7 @@ class ChatClear(BaseChatModel):
                 await call.session.asettle_call(ticket, reader.usage,
                                                 finish_reason=reader.finish)
             settled = True
+            call.record(reader.usage, reader.finish)
             yield reader.last()
         except GeneratorExit:
             if not settled and ticket is not None and call.session is not None:

@@ -14,6 +14,19 @@ is reserved in the ledger at prompt plus cap, and is settled from the reply's
   run ends with a fixed AI message instead, and nothing is sent;
 - ``"error"``: :class:`~.scope.BudgetExhaustedError` is raised before anything is sent.
 
+Progressive mode (``BudgetSession(..., mode="progressive")``): each model call is spent in
+steps. It goes out with a step's cap
+(:meth:`~clear_middleware.session.BudgetSession.quote_step`, planned with the calls still
+expected); when the reply is cut at its cap (finish reason ``"length"`` in its
+``response_metadata``) it is sent again with a larger cap, the tokens it used plus the next
+step, priced at the session's *current* price with the call's curve conditioned on those
+tokens (the partial reply is discarded: its tokens were charged, and a restart generates them
+again, which the step's price includes). This goes on until the reply finishes, the call
+reaches its largest output (the last reply is kept, as a one-shot call cut at its cap would
+be), or the next step is priced out: then ``exit_behavior`` applies as above. Agents sharing
+a session (``agent.batch``, a parallel fan-out) re-quote every step at the live price, so
+their calls compete step by step.
+
 The middleware does the accounting for any chat model; :class:`~.chat_model.ChatClear` and the
 callback handler see the call as managed and do not count it twice.
 """
@@ -29,7 +42,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 
 from clear_middleware.ledger import BudgetExceeded
-from clear_middleware.session import BudgetSession, CallQuote, CallTicket, Subtask
+from clear_middleware.session import BudgetSession, CallQuote, CallTicket, StepQuote, Subtask
+from clear_middleware.session.progressive import MAX_ROUNDS
 from clear_middleware.tokens import count_message_tokens
 
 from ._convert import finish_reason_of, last_ai_message, openai_tools, subtask_of, usage_of_message
@@ -64,6 +78,17 @@ def _stop_message(session: BudgetSession) -> str:
 
 def _default_settings(model: BaseChatModel, output_tokens: int) -> dict[str, Any]:
     return {"max_tokens": output_tokens}
+
+
+def _outcome(response: ModelResponse | AIMessage, output_tokens: int) -> int | None:
+    """Output tokens of a reply cut at its cap (its cap when it reported no usage), or
+    ``None`` when it finished."""
+    result = response.result if isinstance(response, ModelResponse) else [response]
+    message = last_ai_message(result)
+    if finish_reason_of(message) != "length":
+        return None
+    usage = usage_of_message(message)
+    return output_tokens if usage is None else usage.completion_tokens
 
 
 @dataclass(frozen=True)
@@ -229,20 +254,66 @@ class ClearBudgetMiddleware(AgentMiddleware):
         except BudgetExceeded:
             return None  # another caller took the tokens since the quote
 
+    def _quote_step(self, step: _Step, used_tokens: int) -> StepQuote:
+        return self.session.quote_step(step.subtask, used_tokens=used_tokens, tools=step.tools,
+                                       expected_calls=step.remaining_calls,
+                                       final_answer_tokens=self._held_tokens())
+
+    async def _aquote_step(self, step: _Step, used_tokens: int) -> StepQuote:
+        return await self.session.aquote_step(
+            step.subtask, used_tokens=used_tokens, tools=step.tools,
+            expected_calls=step.remaining_calls, final_answer_tokens=self._held_tokens())
+
+    def _progressive(self, request: ModelRequest,
+                     handler: Callable[[ModelRequest], ModelResponse]
+                     ) -> tuple[ModelResponse | None, CallQuote]:
+        """Send the call in steps, restarting it with a larger cap while it is cut at its cap.
+
+        Returns the reply to keep (``None`` when it was priced out before finishing) and the
+        last quote.
+        """
+        step = self._step(request)
+        used, last = 0, None
+        for _ in range(MAX_ROUNDS):
+            quote = self._quote_step(step, used)
+            if not quote.funded:
+                # At the call's largest output the last reply is kept as it is (as a one-shot
+                # call cut at its cap would be); priced out, it is dropped.
+                return (last if quote.at_limit else None), quote
+            ticket = self._reserve(step.subtask, quote.output_tokens, step.tools)
+            if ticket is None:
+                return None, quote
+            response = self._send(request, handler, ticket)
+            outcome = _outcome(response, quote.output_tokens)
+            if outcome is None or outcome <= used:
+                return response, quote  # finished (or cut where a larger cap cannot help)
+            used, last = outcome, response
+        return None, quote
+
     def wrap_model_call(
         self,
         request: ModelRequest,
         handler: Callable[[ModelRequest], ModelResponse],
     ) -> ModelResponse:
-        """Price the step, send it capped, settle it; wrap up when it cannot be funded."""
-        step = self._step(request)
-        quote = self.session.quote(step.subtask, tools=step.tools,
-                                   expected_calls=step.remaining_calls,
-                                   final_answer_tokens=self._held_tokens())
-        if quote.funded:
-            ticket = self._reserve(step.subtask, quote.output_tokens, step.tools)
-            if ticket is not None:
-                return self._send(request, handler, ticket)
+        """Price the step, send it capped, settle it; wrap up when it cannot be funded.
+
+        In progressive mode the call goes out with a step's cap and is re-sent with a larger
+        one, re-priced at the live price, while it is cut at its cap (see the module
+        docstring).
+        """
+        if self.session.mode == "progressive":
+            response, quote = self._progressive(request, handler)
+            if response is not None:
+                return response
+        else:
+            step = self._step(request)
+            quote = self.session.quote(step.subtask, tools=step.tools,
+                                       expected_calls=step.remaining_calls,
+                                       final_answer_tokens=self._held_tokens())
+            if quote.funded:
+                ticket = self._reserve(step.subtask, quote.output_tokens, step.tools)
+                if ticket is not None:
+                    return self._send(request, handler, ticket)
         if self.exit_behavior == "error":
             raise self._refuse(quote)
         if self.wrap_up_tokens:
@@ -274,20 +345,47 @@ class ClearBudgetMiddleware(AgentMiddleware):
         except BudgetExceeded:
             return None
 
+    async def _aprogressive(self, request: ModelRequest,
+                            handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
+                            ) -> tuple[ModelResponse | None, CallQuote]:
+        """Async :meth:`_progressive`."""
+        step = self._step(request)
+        used, last = 0, None
+        for _ in range(MAX_ROUNDS):
+            quote = await self._aquote_step(step, used)
+            if not quote.funded:
+                # At the call's largest output the last reply is kept as it is (as a one-shot
+                # call cut at its cap would be); priced out, it is dropped.
+                return (last if quote.at_limit else None), quote
+            ticket = await self._areserve(step.subtask, quote.output_tokens, step.tools)
+            if ticket is None:
+                return None, quote
+            response = await self._asend(request, handler, ticket)
+            outcome = _outcome(response, quote.output_tokens)
+            if outcome is None or outcome <= used:
+                return response, quote
+            used, last = outcome, response
+        return None, quote
+
     async def awrap_model_call(
         self,
         request: ModelRequest,
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> ModelResponse:
         """Async :meth:`wrap_model_call`."""
-        step = self._step(request)
-        quote = await self.session.aquote(step.subtask, tools=step.tools,
-                                          expected_calls=step.remaining_calls,
-                                          final_answer_tokens=self._held_tokens())
-        if quote.funded:
-            ticket = await self._areserve(step.subtask, quote.output_tokens, step.tools)
-            if ticket is not None:
-                return await self._asend(request, handler, ticket)
+        if self.session.mode == "progressive":
+            response, quote = await self._aprogressive(request, handler)
+            if response is not None:
+                return response
+        else:
+            step = self._step(request)
+            quote = await self.session.aquote(step.subtask, tools=step.tools,
+                                              expected_calls=step.remaining_calls,
+                                              final_answer_tokens=self._held_tokens())
+            if quote.funded:
+                ticket = await self._areserve(step.subtask, quote.output_tokens, step.tools)
+                if ticket is not None:
+                    return await self._asend(request, handler, ticket)
         if self.exit_behavior == "error":
             raise self._refuse(quote)
         if self.wrap_up_tokens:

@@ -13,6 +13,30 @@ does an input whose model call is refused later (another caller drained the pool
 is raised mid-batch. ``invoke`` / ``ainvoke`` / ``stream`` / ``astream`` price a single call
 at the session's current price.
 
+Progressive mode (``BudgetSession(..., mode="progressive")``): ``batch`` / ``abatch`` spend
+the batch in rounds instead. Each round the session plans a step for every input still going
+(:meth:`~clear_middleware.session.BudgetSession.plan_steps`: curves conditioned on the tokens
+each used without finishing, the price re-solved on what the ledger has left). A chain cannot
+continue a partial generation, so an input cut at its cap (finish reason ``"length"``, as the
+model call reported it to the budget scope) is *restarted* with a larger cap (the tokens it used
+plus its step; the step is priced with the regenerated tokens as its fee). An input whose call
+finishes gets the chain's output; one priced out (or at its largest output) gets the
+``unfunded`` result in place, as does one whose call the ledger refuses. Every attempt is
+reserved and settled like any call, so the budget holds. Progressive batches are meant for
+chains with one model call per input (the planned cap goes to the first call in the scope).
+
+Progress: a progressive batch opens one chain run (named like the runnable) and dispatches a
+LangChain custom event :data:`PROGRESS_EVENT` (``"clear_progress"``) after every attempt and,
+at the end, for every input priced out, with data ``{"session_id", "index", "round",
+"status", "output_tokens", "used_tokens", "attempts", "price"}``: ``status`` is ``"done"``
+(finished: its output is the chain's), ``"cut"`` (cut at its cap: goes on next round),
+``"refused"`` (the ledger refused it: unfunded), ``"error"`` (raised, with
+``return_exceptions=True``) or ``"unfunded"`` (priced out at the end); ``output_tokens`` is
+the cap the attempt was sent with (0 for ``"unfunded"``), ``used_tokens`` the output tokens
+it generated, ``price`` the round's shadow price. Receive them with a callback handler's
+``on_custom_event`` (``config={"callbacks": [handler]}``), or as ``on_custom_event`` events
+of ``astream_events`` on a runnable that calls the batch.
+
 How the cap reaches the model:
 
 - :class:`~.chat_model.ChatClear` reads the scope and sends the cap as provider settings;
@@ -29,7 +53,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import BaseCallbackManager
@@ -45,20 +71,31 @@ from langchain_core.runnables import (
     RunnableParallel,
     RunnableSequence,
 )
-from langchain_core.runnables.config import ensure_config, get_config_list, get_executor_for_config
+from langchain_core.runnables.config import (
+    ensure_config,
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    get_config_list,
+    get_executor_for_config,
+)
 
-from clear_middleware.session import BudgetSession, Subtask, SubtaskResult
+from clear_middleware.session import BudgetSession, StepPlan, Subtask, SubtaskResult
 from clear_middleware.session.budget_session import SubtaskLike
+from clear_middleware.session.progressive import MAX_ROUNDS
 
 from ._convert import openai_messages
 from .callback import AsyncClearBudgetCallbackHandler, ClearBudgetCallbackHandler
 from .chat_model import ChatClear
 from .scope import BudgetExhaustedError, BudgetScope, budget_scope
 
-__all__ = ["CAP_CONFIG_KEY", "BudgetedRunnable", "budget_aware", "with_budget"]
+__all__ = ["CAP_CONFIG_KEY", "PROGRESS_EVENT", "BudgetedRunnable", "budget_aware", "with_budget"]
 
 Input = TypeVar("Input")
 Output = TypeVar("Output")
+
+#: Name of the LangChain custom event a progressive batch dispatches after every attempt
+#: (see the module docstring for its data).
+PROGRESS_EVENT = "clear_progress"
 
 #: The ``configurable`` key that carries an input's output cap (tokens) to the models
 #: :func:`budget_aware` made configurable.
@@ -158,8 +195,8 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
                          "clear_output_tokens": output_tokens},
         })
 
-    def _unfunded(self, index: int, price: float | None) -> SubtaskResult:
-        return SubtaskResult(index, str(index), "unfunded", price=price)
+    def _unfunded(self, index: int, price: float | None, *, attempts: int = 0) -> SubtaskResult:
+        return SubtaskResult(index, str(index), "unfunded", price=price, attempts=attempts)
 
     def _scope(self, index: int, output_tokens: int) -> BudgetScope:
         return BudgetScope(self.session, output_tokens=output_tokens, subtask_id=str(index),
@@ -233,11 +270,15 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
 
         Inputs the plan abandons are planned again once the funded ones have settled (see
         :meth:`_waves`); those still abandoned get the ``unfunded`` result. Concurrency
-        follows ``config["max_concurrency"]`` as in any LangChain batch.
+        follows ``config["max_concurrency"]`` as in any LangChain batch. In progressive mode
+        the batch is spent in rounds, restarting cut inputs with larger caps, and dispatches
+        ``clear_progress`` events (see the module docstring).
         """
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
+        if self.session.mode == "progressive":
+            return self._batch_progressive(inputs, configs, return_exceptions)
         outputs: list[Any] = [None] * len(inputs)
 
         def one(job: tuple[int, int, float]) -> None:
@@ -275,6 +316,8 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
+        if self.session.mode == "progressive":
+            return await self._abatch_progressive(inputs, configs, return_exceptions)
         gate = asyncio.Semaphore(configs[0].get("max_concurrency") or len(inputs))
         outputs: list[Any] = [None] * len(inputs)
 
@@ -301,6 +344,111 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
             outputs[index] = self._unfunded(index, price)
         return outputs
 
+    # -- many inputs, progressive mode ----------------------------------------------------------
+    def _attempt(self, value: Input, config: RunnableConfig, index: int,
+                 output_tokens: int) -> _Attempt:
+        scope = self._scope(index, output_tokens)
+        with budget_scope(scope):
+            try:
+                output = self.bound.invoke(value, self._config(config, output_tokens,
+                                                               is_async=False))
+            except BudgetExhaustedError as error:
+                return _Attempt(index, output_tokens, scope, refused=error)
+        return _Attempt(index, output_tokens, scope, output=output)
+
+    async def _aattempt(self, value: Input, config: RunnableConfig, index: int,
+                        output_tokens: int) -> _Attempt:
+        scope = self._scope(index, output_tokens)
+        with budget_scope(scope):
+            try:
+                output = await self.bound.ainvoke(value, self._config(config, output_tokens,
+                                                                      is_async=True))
+            except BudgetExhaustedError as error:
+                return _Attempt(index, output_tokens, scope, refused=error)
+        return _Attempt(index, output_tokens, scope, output=output)
+
+    def _batch_progressive(self, inputs: list[Input], configs: list[RunnableConfig],
+                           return_exceptions: bool) -> list[Output | SubtaskResult]:
+        """Spend the batch in rounds (the session plans each round with ``plan_steps``);
+        inputs cut at their cap are run again with a larger one."""
+        subtasks = [self._subtask(value, i) for i, value in enumerate(inputs)]
+        rounds = _Rounds(self, len(inputs))
+        manager = get_callback_manager_for_config(configs[0])
+        run = manager.on_chain_start(None, {"inputs": inputs}, name=self.get_name())
+        events = run.get_child()
+
+        def one(job: tuple[int, int]) -> None:
+            index, output_tokens = job
+            try:
+                attempt = self._attempt(inputs[index], configs[index], index, output_tokens)
+            except Exception as error:
+                if not return_exceptions:
+                    raise
+                attempt = _Attempt(index, output_tokens, None, error=error)
+            events.on_custom_event(PROGRESS_EVENT, rounds.apply(attempt), run_id=run.run_id)
+
+        try:
+            with get_executor_for_config(configs[0]) as executor:
+                for _ in range(MAX_ROUNDS):
+                    active = rounds.active()
+                    if not active:
+                        break
+                    plan = self.session.plan_steps([subtasks[i] for i in active],
+                                                   [rounds.used[i] for i in active],
+                                                   continuation=False)
+                    if not rounds.start(active, plan):
+                        break
+                    list(executor.map(one, rounds.moving))
+            for data in rounds.stop():
+                events.on_custom_event(PROGRESS_EVENT, data, run_id=run.run_id)
+        except BaseException as error:
+            run.on_chain_error(error)
+            raise
+        run.on_chain_end({"outputs": rounds.outputs})
+        return rounds.outputs
+
+    async def _abatch_progressive(self, inputs: list[Input], configs: list[RunnableConfig],
+                                  return_exceptions: bool) -> list[Output | SubtaskResult]:
+        """Async :meth:`_batch_progressive`."""
+        subtasks = [self._subtask(value, i) for i, value in enumerate(inputs)]
+        rounds = _Rounds(self, len(inputs))
+        gate = asyncio.Semaphore(configs[0].get("max_concurrency") or len(inputs))
+        manager = get_async_callback_manager_for_config(configs[0])
+        run = await manager.on_chain_start(None, {"inputs": inputs}, name=self.get_name())
+        events = run.get_child()
+
+        async def one(job: tuple[int, int]) -> None:
+            index, output_tokens = job
+            async with gate:
+                try:
+                    attempt = await self._aattempt(inputs[index], configs[index], index,
+                                                   output_tokens)
+                except Exception as error:
+                    if not return_exceptions:
+                        raise
+                    attempt = _Attempt(index, output_tokens, None, error=error)
+            await events.on_custom_event(PROGRESS_EVENT, rounds.apply(attempt),
+                                         run_id=run.run_id)
+
+        try:
+            for _ in range(MAX_ROUNDS):
+                active = rounds.active()
+                if not active:
+                    break
+                plan = await self.session.aplan_steps([subtasks[i] for i in active],
+                                                      [rounds.used[i] for i in active],
+                                                      continuation=False)
+                if not rounds.start(active, plan):
+                    break
+                await asyncio.gather(*(one(job) for job in rounds.moving))
+            for data in rounds.stop():
+                await events.on_custom_event(PROGRESS_EVENT, data, run_id=run.run_id)
+        except BaseException as error:
+            await run.on_chain_error(error)
+            raise
+        await run.on_chain_end({"outputs": rounds.outputs})
+        return rounds.outputs
+
     # -- streaming ----------------------------------------------------------------------------
     def stream(self, input: Input, config: RunnableConfig | None = None,
                **kwargs: Any) -> Iterator[Output]:
@@ -326,6 +474,86 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
             async for chunk in self.bound.astream(
                     input, self._config(config, quote.output_tokens, is_async=True), **kwargs):
                 yield chunk
+
+
+@dataclass
+class _Attempt:
+    """One run of one input in a progressive batch, and how it ended."""
+
+    index: int
+    output_tokens: int  # the cap it was sent with
+    scope: BudgetScope | None  # what its model calls reported (None: it raised)
+    output: Any = None
+    refused: BudgetExhaustedError | None = None
+    error: Exception | None = None
+
+
+class _Rounds:
+    """The state of a progressive batch between rounds: which inputs are still going and the
+    tokens each used without finishing. The session plans every round; this only records
+    what came back."""
+
+    def __init__(self, owner: BudgetedRunnable, count: int) -> None:
+        self.owner = owner
+        self.outputs: list[Any] = [None] * count
+        self.used = [0] * count
+        self.attempts = [0] * count
+        self.going = set(range(count))
+        self.moving: list[tuple[int, int]] = []
+        self.round = -1
+        self.price: float | None = None
+        self._lock = threading.Lock()
+
+    def active(self) -> list[int]:
+        return sorted(self.going)
+
+    def start(self, active: list[int], plan: StepPlan) -> bool:
+        """Take a round's plan; ``False`` when it funds nobody (the batch stops)."""
+        self.round += 1
+        self.price = plan.price
+        self.moving = [(i, cap) for i, cap in zip(active, plan.output_caps, strict=True)
+                       if cap > 0]
+        return bool(self.moving)
+
+    def _event(self, index: int, status: str, output_tokens: int) -> dict[str, Any]:
+        return {"session_id": self.owner.session.session_id, "index": index,
+                "round": self.round, "status": status, "output_tokens": output_tokens,
+                "used_tokens": self.used[index], "attempts": self.attempts[index],
+                "price": self.price}
+
+    def apply(self, attempt: _Attempt) -> dict[str, Any]:
+        """Record how an attempt ended; the progress event's data."""
+        i = attempt.index
+        with self._lock:
+            self.attempts[i] += 1
+            scope = attempt.scope
+            if attempt.error is not None:  # return_exceptions: the error in place
+                status, self.outputs[i] = "error", attempt.error
+            elif attempt.refused is not None:  # the ledger refused it: unfunded in place
+                price = attempt.refused.price if attempt.refused.price is not None else (
+                    self.price)
+                status, self.outputs[i] = "refused", self.owner._unfunded(
+                    i, price, attempts=self.attempts[i])
+            elif scope is not None and scope.cut and scope.output_tokens_used > self.used[i]:
+                # Cut at its cap: it goes on next round, restarted with a larger cap.
+                self.used[i] = scope.output_tokens_used
+                return self._event(i, "cut", attempt.output_tokens)
+            else:  # finished (or cut where a larger cap cannot help): the chain's output
+                if scope is not None:
+                    self.used[i] = scope.output_tokens_used
+                status, self.outputs[i] = "done", attempt.output
+            self.going.discard(i)
+            return self._event(i, status, attempt.output_tokens)
+
+    def stop(self) -> list[dict[str, Any]]:
+        """End the inputs still going (priced out or at their limit): the session's
+        ``unfunded`` result in place; their progress events."""
+        events = []
+        for i in self.active():
+            self.outputs[i] = self.owner._unfunded(i, self.price, attempts=self.attempts[i])
+            self.going.discard(i)
+            events.append(self._event(i, "unfunded", 0))
+        return events
 
 
 def with_budget(

@@ -21,10 +21,12 @@ from typing import Any
 
 from clear_middleware.ledger import BudgetExceeded
 from clear_middleware.session import BudgetSession, CallTicket, Subtask
+from clear_middleware.usage import Usage
 
 __all__ = [
     "BudgetExhaustedError",
     "BudgetScope",
+    "CallOutcome",
     "areserve_call",
     "budget_scope",
     "current_scope",
@@ -95,6 +97,10 @@ class BudgetScope:
         kind: the task kind given to the curve estimator.
         managed: an outer adapter (the agent middleware) already reserved the call and will
             settle it: the model only applies ``output_tokens`` and does no accounting.
+        outcomes: what each model call in the scope ended with, in the order they settled
+            (:class:`CallOutcome`), recorded by :class:`~.chat_model.ChatClear` and the
+            callback handlers; ``with_budget`` reads it in progressive mode to tell an input
+            cut at its cap from one that finished.
     """
 
     session: BudgetSession
@@ -103,6 +109,7 @@ class BudgetScope:
     kind: str | None = None
     managed: bool = False
     calls: int = 0
+    outcomes: list[CallOutcome] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_output_tokens(self) -> int | None:
@@ -110,6 +117,43 @@ class BudgetScope:
         with self._lock:
             self.calls += 1
             return self.output_tokens if self.calls == 1 or self.managed else None
+
+    def record(self, usage: Usage | None, finish_reason: str | None, output_cap: int | None
+               ) -> None:
+        """Note a settled model call: its provider usage (``None`` if it reported none; then
+        its ``output_cap`` is taken as used) and finish reason (``"length"`` = cut at its cap).
+        """
+        used = usage.completion_tokens if usage is not None else (output_cap or 0)
+        with self._lock:
+            self.outcomes.append(CallOutcome(used, finish_reason))
+
+    @property
+    def cut(self) -> bool:
+        """A model call in the scope stopped at its output cap (finish reason ``"length"``)."""
+        return any(o.cut for o in self.outcomes)
+
+    @property
+    def output_tokens_used(self) -> int:
+        """Output tokens (reasoning included) the scope's settled model calls generated."""
+        return sum(o.output_tokens for o in self.outcomes)
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """How one model call in a budget scope ended.
+
+    Attributes:
+        output_tokens: output tokens it generated (reasoning included, as the provider
+            reported; its cap when it reported none).
+        finish_reason: the provider's finish reason (``"length"``: cut at its cap).
+    """
+
+    output_tokens: int
+    finish_reason: str | None
+
+    @property
+    def cut(self) -> bool:
+        return self.finish_reason == "length"
 
 
 _SCOPE: ContextVar[BudgetScope | None] = ContextVar("clear_budget_scope", default=None)

@@ -1,0 +1,373 @@
+"""Progressive mode through the LangChain adapters: ``with_budget(...).batch`` in rounds (cut
+inputs restarted with larger caps), ``clear_progress`` events, and the agent middleware's
+step-by-step calls; against the simulator over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from langchain.agents import create_agent
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+
+from clear_middleware import EmpiricalCurve, ShiftedSurge, StepPolicy
+from clear_middleware.estimators import StaticEstimator
+from clear_middleware.integrations.langchain import (
+    BudgetExhaustedError,
+    ChatClear,
+    ClearBudgetMiddleware,
+    with_budget,
+)
+from clear_middleware.integrations.langchain.runnable import PROGRESS_EVENT
+from clear_middleware.session import BudgetSession, SubtaskResult
+from clear_middleware.simulator import SimulatorServer, item_marker, load_catalog
+
+from .conftest import SIM_MODEL, sim_session
+
+PROMPT = ChatPromptTemplate.from_template("{marker} Solve the problem.")
+# Items of the bundled sweep (deepscaler-1.5b): MATH-500 algebra problems its runs solve in
+# 700-1,850 tokens, and AIME problems it does not solve within 4,096 (nor 8,192 here).
+SHORT = ("math500/test/algebra/1004.json", "math500/test/algebra/1265.json",
+         "math500/test/algebra/1936.json", "math500/test/algebra/1934.json",
+         "math500/test/algebra/1960.json", "math500/test/algebra/2551.json",
+         "math500/test/algebra/2789.json", "math500/test/algebra/2080.json")
+LONG = ("aime24/2024-I-10", "aime24/2024-I-11", "aime24/2024-I-12", "aime24/2024-I-13",
+        "aime24/2024-I-14", "aime24/2024-I-3", "aime24/2024-I-4", "aime24/2024-I-5")
+
+
+def _kind_curve(chosen) -> EmpiricalCurve:
+    """The curve of one task kind pooling the sweep's runs of ``chosen`` (what a per-kind
+    estimator learns: it cannot tell the kind's items apart)."""
+    runs = [r for item in chosen for r in load_catalog().runs(SIM_MODEL, item)]
+    grid = np.arange(0.0, 8193.0, 64.0)
+    return EmpiricalCurve.from_rollouts(
+        np.array([[r.length for r in runs]], float), np.array([[r.correct for r in runs]]),
+        grid, censored=np.array([[r.censored for r in runs]]))
+
+
+def _session(sim: SimulatorServer, chosen, budget: int, mode: str, **kwargs) -> BudgetSession:
+    return sim_session(sim, budget_tokens=budget, mode=mode, max_output_tokens=8192,
+                       estimator=StaticEstimator({"mix": _kind_curve(chosen)}), **kwargs)
+
+
+def _chain(session: BudgetSession):
+    return with_budget(PROMPT | ChatClear(session=session) | StrOutputParser(), session,
+                       kind="mix")
+
+
+def _inputs(chosen) -> list[dict[str, str]]:
+    return [{"marker": item_marker(item)} for item in chosen]
+
+
+def _served_since(sim: SimulatorServer, start: int):
+    return [r for r in sim.requests if r.seq >= start]
+
+
+def _next_seq(sim: SimulatorServer) -> int:
+    return max((r.seq for r in sim.requests), default=-1) + 1
+
+
+def _finished(outputs) -> list[int]:
+    return [i for i, o in enumerate(outputs)
+            if isinstance(o, str) and o.startswith("The final answer is")]
+
+
+def _check_ledger(session: BudgetSession, served, budget: int) -> None:
+    balance = session.remaining()
+    assert balance.spent_tokens == sum(r.prompt_tokens + r.completion_tokens for r in served)
+    assert balance.spent_tokens <= budget and balance.reserved_tokens == 0
+
+
+def test_progressive_batch_beats_one_shot_when_a_kind_hides_hopeless_items(sim):
+    # Sixteen inputs of one kind, the eight hopeless AIME items first: one-shot CLEAR funds
+    # the first six at the kind's cap (about 1,630 tokens each), all of them hopeless, and
+    # nothing is left for the rest. Progressive probes nine of them with ~816-token steps,
+    # prices the cut ones out, and reaches two MATH items that finish.
+    chosen = LONG + SHORT
+    one_shot = _session(sim, chosen, 10_000, "one_shot")
+    start = _next_seq(sim)
+    baseline = _chain(one_shot).batch(_inputs(chosen), config={"max_concurrency": 4})
+    served = _served_since(sim, start)
+    _check_ledger(one_shot, served, 10_000)
+    assert _finished(baseline) == []
+    assert {chosen.index(r.item) for r in served} == set(range(6))
+
+    session = _session(sim, chosen, 10_000, "progressive")
+    start = _next_seq(sim)
+    outputs = _chain(session).batch(_inputs(chosen), config={"max_concurrency": 4})
+    served = _served_since(sim, start)
+    _check_ledger(session, served, 10_000)
+    assert session.remaining().spent_tokens == 9_607
+    assert _finished(outputs) == [8, 9] and len(_finished(outputs)) > len(_finished(baseline))
+    # Round 1: the first nine inputs with ~816-token steps; item 8 finishes, the others are
+    # cut. Round 2 re-prices what is left on the conditioned curves: the cut ones are priced
+    # out, the next inputs are probed.
+    first = sorted((chosen.index(r.item), r.requested_cap, r.finish_reason) for r in served[:9])
+    assert [i for i, _, _ in first] == list(range(9))
+    assert [reason for _, _, reason in first] == ["length"] * 8 + ["stop"]
+    assert sorted((chosen.index(r.item), r.requested_cap, r.finish_reason)
+                  for r in served[9:]) == [(9, 1008, "stop"), (10, 832, "length"),
+                                           (11, 400, "length")]
+    unfunded = [o for o in outputs if isinstance(o, SubtaskResult)]
+    assert len(unfunded) == 14 and all(o.status == "unfunded" and o.price > 0 for o in unfunded)
+    # Those cut once were sent once; those never reached were never sent.
+    assert [o.attempts for o in unfunded] == [1] * 8 + [1, 1] + [0] * 4
+
+
+def test_progressive_batch_restarts_cut_inputs_with_larger_caps(sim):
+    # Six MATH items of one kind and a budget for about one and a half runs each: round 1
+    # sends every one with an 816-token step; one finishes, five are cut. Round 2 restarts
+    # four of them with larger caps (a generic runnable cannot continue a partial answer:
+    # the cap is the tokens used plus the step); two finish there, two are cut again, and the
+    # last round prices all three left out.
+    chosen = SHORT[:6]
+    session = _session(sim, chosen, 10_000, "progressive")
+    start = _next_seq(sim)
+    outputs = _chain(session).batch(_inputs(chosen), config={"max_concurrency": 4})
+    served = _served_since(sim, start)
+    _check_ledger(session, served, 10_000)
+    assert session.remaining().spent_tokens == 9_455
+    calls: dict[int, list[tuple[int, int, str]]] = {}
+    for r in served:
+        calls.setdefault(chosen.index(r.item), []).append(
+            (r.requested_cap, r.completion_tokens, r.finish_reason))
+    assert calls == {
+        0: [(816, 703, "stop")],
+        1: [(816, 816, "length"), (1408, 848, "stop")],
+        2: [(816, 816, "length"), (1344, 1136, "stop")],
+        3: [(816, 816, "length"), (1072, 1072, "length")],
+        4: [(816, 816, "length"), (1376, 1376, "length")],
+        5: [(816, 816, "length")],
+    }
+    # A restart regenerates the same run from the start (same prompt, same seed).
+    assert all(r.already_tokens == 0 for r in served)
+    assert _finished(outputs) == [0, 1, 2]
+    assert [(o.index, o.status, o.attempts) for o in outputs[3:]] == [
+        (3, "unfunded", 2), (4, "unfunded", 2), (5, "unfunded", 1)]
+
+
+class _Events(AsyncCallbackHandler):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        self.events.append((name, data))
+
+
+class _SyncEvents(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        self.events.append((name, data))
+
+
+def _rows(events) -> list[tuple]:
+    return [(data["round"], data["index"], data["status"], data["output_tokens"],
+             data["used_tokens"], data["attempts"]) for _, data in events]
+
+
+# Three MATH items, 4,000 tokens, one call at a time: the event of every attempt, in order
+# (round, index, status, cap sent, tokens used, attempts), then the inputs the last round
+# priced out. Round 1 restarts inputs 0 and 2 and prices input 1 out.
+EXPECTED_EVENTS = [
+    (0, 0, "cut", 688, 688, 1),
+    (0, 1, "cut", 688, 688, 1),
+    (0, 2, "cut", 592, 592, 1),
+    (1, 0, "done", 944, 703, 2),
+    (1, 2, "cut", 848, 848, 2),
+    (2, 1, "unfunded", 0, 688, 1),
+    (2, 2, "unfunded", 0, 848, 2),
+]
+
+
+async def test_abatch_dispatches_a_progress_event_per_attempt_in_order(sim):
+    chosen = SHORT[:3]
+    session = _session(sim, chosen, 4_000, "progressive")
+    handler = _Events()
+    start = _next_seq(sim)
+    outputs = await _chain(session).abatch(
+        _inputs(chosen), config={"max_concurrency": 1, "callbacks": [handler]})
+    _check_ledger(session, _served_since(sim, start), 4_000)
+    assert {name for name, _ in handler.events} == {PROGRESS_EVENT}
+    assert _rows(handler.events) == EXPECTED_EVENTS
+    assert all(data["session_id"] == session.session_id for _, data in handler.events)
+    assert _finished(outputs) == [0]
+
+
+def test_batch_dispatches_the_same_events(sim):
+    chosen = SHORT[:3]
+    session = _session(sim, chosen, 4_000, "progressive")
+    handler = _SyncEvents()
+    _chain(session).batch(_inputs(chosen),
+                          config={"max_concurrency": 1, "callbacks": [handler]})
+    assert _rows(handler.events) == EXPECTED_EVENTS
+
+
+async def test_progress_events_reach_astream_events(sim):
+    chosen = SHORT[:3]
+    session = _session(sim, chosen, 4_000, "progressive")
+    budgeted = _chain(session)
+
+    async def solve_all(values, config):
+        return await budgeted.abatch(values, config={**config, "max_concurrency": 1})
+
+    seen = [event["data"] async for event in RunnableLambda(solve_all).astream_events(
+        _inputs(chosen), version="v2") if event["event"] == "on_custom_event"
+        and event["name"] == PROGRESS_EVENT]
+    assert _rows([(PROGRESS_EVENT, data) for data in seen]) == EXPECTED_EVENTS
+
+
+def test_progressive_batch_keeps_return_exceptions(sim):
+    session = _session(sim, SHORT[:2], 6_000, "progressive")
+    llm = ChatClear(session=session)
+
+    def solve(value: dict) -> str:
+        if value.get("fail"):
+            raise RuntimeError("broken input")
+        return (PROMPT | llm | StrOutputParser()).invoke(value)
+
+    budgeted = with_budget(RunnableLambda(solve), session, kind="mix",
+                           prompt=lambda v: PROMPT.invoke(v).to_string())
+    values = [_inputs(SHORT[:1])[0], {**_inputs(SHORT[1:2])[0], "fail": True}]
+    outputs = budgeted.batch(values, return_exceptions=True)
+    assert isinstance(outputs[1], RuntimeError) and str(outputs[1]) == "broken input"
+    assert isinstance(outputs[0], str)
+    with pytest.raises(RuntimeError, match="broken input"):
+        budgeted.batch(values)
+    assert session.remaining().reserved_tokens == 0
+
+
+def test_bad_inputs_to_the_step_planner():
+    session = BudgetSession(budget_tokens=10_000, model="openai/o4-mini", mode="progressive")
+    with pytest.raises(ValueError, match="one entry per subtask"):
+        session.plan_steps(["a", "b"], [0])
+    with pytest.raises(ValueError, match="used_tokens must be"):
+        session.plan_steps(["a"], [-1])
+    with pytest.raises(ValueError, match="used_tokens must be an integer"):
+        session.quote_step("a", used_tokens=-5)
+    with pytest.raises(ValueError, match="expected_calls must be an integer"):
+        session.quote_step("a", expected_calls=0)
+    usd_only = BudgetSession(budget_usd=1.0, model="openai/gpt-4o-mini")
+    with pytest.raises(ValueError, match="planned in tokens"):
+        usd_only.quote_step("a")
+    with pytest.raises(ValueError, match="planned in tokens"):
+        usd_only.plan_steps(["a"], [0])
+
+
+# -- the agent middleware, progressive ----------------------------------------------------------
+AGENT_ITEM = "math500/test/algebra/1082.json"  # the run replayed here is 2,594 tokens long
+STEP_CURVE = ShiftedSurge(ceiling=0.9, threshold=500, rate=1 / 1500)
+
+
+def _agent_session(sim: SimulatorServer, budget: int) -> BudgetSession:
+    return sim_session(sim, budget_tokens=budget, mode="progressive", max_output_tokens=8192,
+                       estimator=StaticEstimator({"agent-step": STEP_CURVE}),
+                       step_policy=StepPolicy(kind="chunk", chunk_tokens=1024))
+
+
+def _agent(session: BudgetSession, **kwargs):
+    kwargs.setdefault("expected_calls", 1)
+    kwargs.setdefault("wrap_up_tokens", 256)
+    return create_agent(ChatClear(session=session),
+                        middleware=[ClearBudgetMiddleware(session, **kwargs)])
+
+
+def _question(item: str = AGENT_ITEM) -> dict[str, Any]:
+    return {"messages": [("user", f"{item_marker(item)} Solve the problem.")]}
+
+
+def _calls(served) -> list[tuple[int, int, str]]:
+    return [(r.requested_cap, r.completion_tokens, r.finish_reason) for r in served]
+
+
+# Slack budget: the call goes out with a 1,024-token step, is cut, and is sent again with the
+# tokens it used plus another step until it finishes (the same run, regenerated each time).
+RESTARTS = [(1024, 1024, "length"), (2048, 2048, "length"), (3072, 2594, "stop")]
+
+
+def test_middleware_resends_a_cut_call_with_a_larger_cap_until_it_finishes(sim):
+    session = _agent_session(sim, 40_000)
+    start = _next_seq(sim)
+    result = _agent(session).invoke(_question())
+    served = _served_since(sim, start)
+    assert _calls(served) == RESTARTS
+    assert len({r.run_id for r in served}) == 1 and all(r.already_tokens == 0 for r in served)
+    final = result["messages"][-1]
+    assert final.content.startswith("The final answer is")
+    assert len([m for m in result["messages"] if m.type == "ai"]) == 1  # one agent step
+    _check_ledger(session, served, 40_000)
+    # Each attempt reserved prompt plus its cap and was charged what the server reported.
+    assert [(e.kind, e.tokens) for e in session.statement()] == [
+        ("reserve", 1060), ("commit", 1048), ("reserve", 2084), ("commit", 2072),
+        ("reserve", 3108), ("commit", 2618)]
+
+
+async def test_async_middleware_resends_the_same_way(sim):
+    session = _agent_session(sim, 40_000)
+    start = _next_seq(sim)
+    result = await _agent(session).ainvoke(_question())
+    served = _served_since(sim, start)
+    assert _calls(served) == RESTARTS
+    assert result["messages"][-1].content.startswith("The final answer is")
+    _check_ledger(session, served, 40_000)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_middleware_priced_out_after_a_cut_wraps_up(sim, is_async):
+    # 2,300 tokens: the first step (1,024) is cut and charged 1,048; of the 1,252 left, 346 are
+    # held for the wrap-up, and a restart (prompt + 1,024 + a granule) no longer fits: the
+    # call is priced out and the wrap-up goes, paid from the reserve.
+    session = _agent_session(sim, 2_300)
+    start = _next_seq(sim)
+    agent = _agent(session)
+    result = (await agent.ainvoke(_question()) if is_async else agent.invoke(_question()))
+    served = _served_since(sim, start)
+    assert _calls(served) == [(1024, 1024, "length"), (256, 256, "length")]
+    assert served[1].prompt_tokens > served[0].prompt_tokens  # the wrap-up instruction
+    assert result["messages"][-1].response_metadata["clear_budget"] == "wrap_up"
+    _check_ledger(session, served, 2_300)
+    assert session.remaining().spent_tokens == 1_048 + 313
+
+
+def test_middleware_priced_out_with_exit_behavior_error_raises(sim):
+    session = _agent_session(sim, 2_300)
+    start = _next_seq(sim)
+    with pytest.raises(BudgetExhaustedError, match="346 tokens held for a final answer"):
+        _agent(session, exit_behavior="error").invoke(_question())
+    served = _served_since(sim, start)
+    assert _calls(served) == [(1024, 1024, "length")]
+    _check_ledger(session, served, 2_300)
+
+
+async def test_agents_sharing_a_session_re_quote_each_step_at_the_live_price(sim):
+    # Three agents in one batch on one session: every step of every call is re-quoted at
+    # what the session has left when it goes, so they compete step by step; the budget holds.
+    session = _agent_session(sim, 9_000)
+    start = _next_seq(sim)
+    results = await _agent(session).abatch(
+        [_question(item) for item in (AGENT_ITEM, SHORT[0], SHORT[3])],
+        config={"max_concurrency": 3})
+    served = _served_since(sim, start)
+    _check_ledger(session, served, 9_000)
+    items = (AGENT_ITEM, SHORT[0], SHORT[3])
+    by_item = {item: _calls([r for r in served if r.item == item]) for item in items}
+    # The two short ones finish (703 and 1,124 tokens, the second after one restart); the
+    # long one finishes too or, when the others took the tokens first, wraps up (one call of
+    # 256 tokens, its own prompt naming no item).
+    assert by_item[SHORT[0]] == [(1024, 703, "stop")]
+    assert by_item[SHORT[3]] == [(1024, 1024, "length"), (2048, 1124, "stop")]
+    long_calls = by_item[AGENT_ITEM]
+    assert long_calls[:2] == [(1024, 1024, "length"), (2048, 2048, "length")]
+    wrap_ups = [r for r in served if r.item not in items]
+    if long_calls[-1][2] == "stop":  # funded to the end, re-priced at the live price
+        assert wrap_ups == [] and long_calls[-1][1] == 2594
+    else:
+        assert [r.requested_cap for r in wrap_ups] == [256]
+        assert results[0]["messages"][-1].response_metadata["clear_budget"] == "wrap_up"
+    assert [r["messages"][-1].content.startswith("The final answer is")
+            for r in results][1:] == [True, True]
