@@ -11,6 +11,7 @@ from .observations import (
     observation_log,
 )
 from .prior import CURVE_GRID, population_prior
+from .probe import ProbeEstimator, ProbeStats, parse_estimate, probe_curves
 from .static import DEFAULT_SURGE, StaticEstimator
 
 __all__ = [
@@ -23,9 +24,13 @@ __all__ = [
     "MemoryObservationLog",
     "Observation",
     "ObservationLog",
+    "ProbeEstimator",
+    "ProbeStats",
     "RedisObservationLog",
     "SQLiteObservationLog",
     "StaticEstimator",
     "observation_log",
+    "parse_estimate",
     "population_prior",
+    "probe_curves",
 ]
