@@ -11,12 +11,13 @@ from .observations import (
     observation_log,
 )
 from .prior import CURVE_GRID, population_prior
-from .probe import ProbeEstimator, ProbeStats, parse_estimate, probe_curves
+from .probe import DEFAULT_TEMPLATE, ProbeEstimator, ProbeStats, parse_estimate, probe_curves
 from .static import DEFAULT_SURGE, StaticEstimator
 
 __all__ = [
     "CURVE_GRID",
     "DEFAULT_SURGE",
+    "DEFAULT_TEMPLATE",
     "CallObservation",
     "CurveEstimator",
     "GroupCurve",

@@ -333,6 +333,29 @@ class ProbeEstimator:
         with self._lock:
             return self._cache.get((model, subtask.digest))
 
+    def remember(self, subtask: Subtask, model: str, tokens: float) -> None:
+        """Store an estimate obtained elsewhere (an offline probe, a previous process): the
+        subtask is then not probed, and its calls teach the probe's error as any other.
+
+        Args:
+            subtask: the subtask (keyed by its digest).
+            model: the target model the estimate is for (the session's provider model).
+            tokens: the estimated tokens a correct answer needs (> 0 and finite).
+        """
+        value = float(float_array("tokens", tokens, low=0.0, low_open=True))
+        with self._lock:
+            self._cache[model, subtask.digest] = value
+            self._predicted[subtask.digest] = math.log(value)
+            _bound(self._cache, self.cache_size)
+            _bound(self._predicted, self.cache_size)
+
+    @property
+    def learned_calls(self) -> tuple[int, int]:
+        """Settled calls the probe's error is learned from: ``(finished, cut at their cap)``."""
+        with self._lock:
+            cut = sum(c for _, c in self._residuals.values())
+            return len(self._residuals) - cut, cut
+
     # -- the uncertainty -----------------------------------------------------------------------
     @property
     def total_sigma(self) -> float:
