@@ -117,8 +117,8 @@ def parse_estimate(text: str | None) -> float | None:
     :data:`MAX_ESTIMATE` are unusable.
 
     Example:
-        >>> parse_estimate("Roughly 1,500 tokens."), parse_estimate("800-1200")
-        (1500.0, 979.7958971132712)
+        >>> parse_estimate("Roughly 1,500 tokens."), round(parse_estimate("800-1200"), 1)
+        (1500.0, 979.8)
         >>> parse_estimate("I cannot tell") is None
         True
     """

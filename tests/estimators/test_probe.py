@@ -203,3 +203,11 @@ def test_bad_base_model_and_remembered_tokens() -> None:
     est = ProbeEstimator(StaticEstimator(), "openai/probe")
     with pytest.raises(ValueError, match=r"tokens must be finite and in \(0, inf\)"):
         est.remember(_subtask(1), MODEL, 0)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from clear_middleware.estimators import probe
+
+    assert doctest.testmod(probe).failed == 0
