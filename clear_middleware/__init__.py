@@ -18,7 +18,7 @@ from .curves import (
     fit_shifted_surge,
 )
 from .dispatch import ProviderSettings, provider_settings
-from .estimators import HistoryEstimator, StaticEstimator, population_prior
+from .estimators import HistoryEstimator, ProbeEstimator, StaticEstimator, population_prior
 from .ledger import Amount, BudgetExceeded, Caps, Ledger, StoreUnavailable
 from .pricing import MissingPriceError, ModelPrice, PriceBook
 from .prompt_margin import PromptMargin
@@ -45,6 +45,7 @@ __all__ = [
     "Plan",
     "Policy",
     "PriceBook",
+    "ProbeEstimator",
     "PromptMargin",
     "ProviderSettings",
     "ShiftedSurge",

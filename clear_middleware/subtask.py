@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,14 @@ class Subtask:
             f"a subtask is a prompt str, a list of chat messages or a Subtask; got "
             f"{type(value).__name__}"
         )
+
+    @property
+    def digest(self) -> str:
+        """A stable id of the messages (SHA-256 of their JSON, 32 hex characters): estimators
+        that predict per prompt (the probe) key their predictions by it; it never carries the
+        text itself."""
+        blob = json.dumps(self.message_list, sort_keys=True, default=str, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
     @property
     def message_list(self) -> list[dict[str, Any]]:

@@ -93,7 +93,9 @@ def test_reserve_settle_and_release_move_the_balance_exactly():
         314, 0, 4_686)
     assert session.prompt_margin.observations(MODEL) == 1
     assert estimator.seen == [CallObservation(call_id=ticket.call_id, kind="step", model=MODEL,
-                                              cap=1_000, completion_tokens=300, finished=False)]
+                                              cap=1_000, completion_tokens=300, finished=False,
+                                              digest=ticket.digest)]
+    assert ticket.digest == Subtask.of(PROMPT, kind="step").digest
 
     failed = session.reserve_call(PROMPT, output_tokens=500)
     session.release_call(failed)

@@ -11,11 +11,13 @@ from .observations import (
     observation_log,
 )
 from .prior import CURVE_GRID, population_prior
+from .probe import DEFAULT_TEMPLATE, ProbeEstimator, ProbeStats, parse_estimate, probe_curves
 from .static import DEFAULT_SURGE, StaticEstimator
 
 __all__ = [
     "CURVE_GRID",
     "DEFAULT_SURGE",
+    "DEFAULT_TEMPLATE",
     "CallObservation",
     "CurveEstimator",
     "GroupCurve",
@@ -23,9 +25,13 @@ __all__ = [
     "MemoryObservationLog",
     "Observation",
     "ObservationLog",
+    "ProbeEstimator",
+    "ProbeStats",
     "RedisObservationLog",
     "SQLiteObservationLog",
     "StaticEstimator",
     "observation_log",
+    "parse_estimate",
     "population_prior",
+    "probe_curves",
 ]

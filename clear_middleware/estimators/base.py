@@ -24,6 +24,8 @@ class CallObservation:
             Otherwise the length is censored: more than ``cap``.
         hint: the subtask's difficulty hint, if any.
         correct: correctness reported by the application (``None`` = unknown).
+        digest: the subtask's :attr:`~clear_middleware.subtask.Subtask.digest`, so estimators
+            that predict per prompt can match the call to their prediction (``None`` = unknown).
     """
 
     call_id: str
@@ -34,6 +36,7 @@ class CallObservation:
     finished: bool
     hint: str | None = None
     correct: bool | None = None
+    digest: str | None = None
 
 
 @runtime_checkable
@@ -53,3 +56,14 @@ class CurveEstimator(Protocol):
     ) -> None:
         """Learn the correctness the application reports for a settled call."""
         ...
+
+
+# Optional hooks an estimator may also have (looked up with getattr by the session):
+#
+#   prepare(subtasks, model, *, session=None) -> None
+#   async aprepare(subtasks, model, *, session=None) -> None
+#
+# called before a batch is planned (``plan``, ``quote`` / ``run``, ``arun``, ``astream``,
+# ``aquote``), with the session, for work that costs budget and must be charged to it (the
+# probe's calls, :class:`~clear_middleware.estimators.probe.ProbeEstimator`). ``estimate`` is
+# then called as often as the session re-plans, and must not call anything itself.

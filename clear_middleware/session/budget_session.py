@@ -280,6 +280,18 @@ class BudgetSession:
         self._last_plan = plan
         return plan
 
+    def _prepare(self, items: Sequence[_Item]) -> None:
+        """Let the estimator do its charged work (probe calls) before the batch is planned."""
+        prepare = getattr(self.estimator, "prepare", None)
+        if prepare is not None and items:
+            prepare([i.subtask for i in items], self.provider_model, session=self)
+
+    async def _aprepare(self, items: Sequence[_Item]) -> None:
+        """Async :meth:`_prepare`."""
+        aprepare = getattr(self.estimator, "aprepare", None)
+        if aprepare is not None and items:
+            await aprepare([i.subtask for i in items], self.provider_model, session=self)
+
     def _funds(self) -> Funds:
         balance = self.ledger.remaining(self.session_id)
         return Funds(balance.available_tokens, balance.available_usd)
@@ -295,7 +307,9 @@ class BudgetSession:
         cap, expected utility and whether it is funded, and the price.
         """
         self._open()
-        return self._plan(self._items(subtasks), self._funds())
+        items = self._items(subtasks)
+        self._prepare(items)
+        return self._plan(items, self._funds())
 
     # -- one call at a time (framework adapters) ----------------------------------------------
     # A framework that makes its own calls (a LangChain callback, an agent middleware, a proxy
@@ -366,8 +380,9 @@ class BudgetSession:
             (True, True)
         """
         self._open()
-        return self._quote(self._item(subtask, tools), self._funds(), expected_calls,
-                           final_answer_tokens)
+        item = self._item(subtask, tools)
+        self._prepare([item])
+        return self._quote(item, self._funds(), expected_calls, final_answer_tokens)
 
     async def aquote(
         self,
@@ -379,8 +394,9 @@ class BudgetSession:
     ) -> CallQuote:
         """Async :meth:`quote`."""
         await self._aopen()
-        return self._quote(self._item(subtask, tools), await self._afunds(), expected_calls,
-                           final_answer_tokens)
+        item = self._item(subtask, tools)
+        await self._aprepare([item])
+        return self._quote(item, await self._afunds(), expected_calls, final_answer_tokens)
 
     def _ticket_amount(self, subtask: SubtaskLike, tools: Sequence[Message] | None,
                        output_tokens: int) -> tuple[_Item, str, Amount]:
@@ -392,7 +408,7 @@ class BudgetSession:
     @staticmethod
     def _ticket(item: _Item, call_id: str, output_tokens: int) -> CallTicket:
         return CallTicket(call_id, item.prompt_estimate, item.prompt_reserve, output_tokens,
-                          item.subtask.kind, item.subtask.hint)
+                          item.subtask.kind, item.subtask.hint, item.subtask.digest)
 
     def reserve_call(
         self,
@@ -447,7 +463,7 @@ class BudgetSession:
         self.estimator.observe(CallObservation(
             call_id=ticket.call_id, kind=ticket.kind, model=self.provider_model,
             cap=ticket.output_tokens, completion_tokens=usage.completion_tokens,
-            finished=finish_reason != "length", hint=ticket.hint,
+            finished=finish_reason != "length", hint=ticket.hint, digest=ticket.digest,
         ))
 
     def settle_call(
@@ -709,6 +725,7 @@ class BudgetSession:
         """
         await self._aopen()
         items = self._items(subtasks)
+        await self._aprepare(items)
         if self.mode == "progressive":
             results = await arun_progressive(
                 self, items, continuation=self.continuation,
@@ -902,6 +919,7 @@ class BudgetSession:
         """
         await self._aopen()
         item = self._items([subtask])[0]
+        await self._aprepare([item])
         plan = self._plan([item], await self._afunds())
         row = plan.rows[0]
         if not row.funded:

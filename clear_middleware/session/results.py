@@ -170,6 +170,8 @@ class CallTicket:
         prompt_tokens: prompt tokens reserved (the estimate plus the learned margin).
         output_tokens: the output cap reserved (tokens, reasoning included).
         kind, hint: from the call's subtask, for the curve estimator.
+        digest: the subtask's :attr:`~clear_middleware.subtask.Subtask.digest` (per-prompt
+            estimators match the settled call to their prediction with it).
     """
 
     call_id: str
@@ -178,6 +180,7 @@ class CallTicket:
     output_tokens: int
     kind: str | None = None
     hint: str | None = None
+    digest: str | None = None
 
     @property
     def reserved_tokens(self) -> int:

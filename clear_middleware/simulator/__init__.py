@@ -12,8 +12,11 @@ reported number of tokens (tiktoken), reasoning included and reported as ``reaso
     ...         api_key="sim", max_tokens=4096,
     ...         messages=[{"role": "user", "content": "[[item:aime24/2024-I-1]] Solve it."}])
 
-How items are named, how a run is chosen and how censored runs are handled: see
-``clear_middleware.simulator.protocol`` and ``clear_middleware.simulator.catalog``.
+Besides the sweep models it serves synthetic *probe models* (default ``probe-oracle``) that
+estimate an item's needed tokens with a configured log-normal noise, for measuring the probe
+estimator (``clear_middleware.simulator.probe``). How items are named, how a run is chosen and
+how censored runs are handled: see ``clear_middleware.simulator.protocol`` and
+``clear_middleware.simulator.catalog``.
 
 Data: "Reasoning Budget Sweep" v1.0.0 by Samir Hossain (Texas Tech University), CC-BY-4.0,
 github.com/SamirHossain099/reasoning-budget-sweep (commit 3792659c); the bundled copy holds the
@@ -21,6 +24,7 @@ runs of ten of its twelve models.
 """
 
 from clear_middleware.simulator.catalog import ReplayPlan, RunCatalog, SweepRun, load_catalog
+from clear_middleware.simulator.probe import target_marker
 from clear_middleware.simulator.protocol import ITEM_MARKER, SimRequest
 from clear_middleware.simulator.server import ServedRequest, SimulatorServer
 
@@ -34,6 +38,7 @@ __all__ = [
     "SweepRun",
     "item_marker",
     "load_catalog",
+    "target_marker",
 ]
 
 

@@ -100,6 +100,7 @@ class RunCatalog:
         self._by_item: dict[tuple[str, str], list[SweepRun]] = {}
         self._items: dict[str, list[str]] = {}
         self._max_cap: dict[str, int] = {}
+        self._medians: dict[tuple[str, str], float | None] = {}
         for run in runs:
             self._runs[run.run_id] = run
             self._by_item.setdefault((run.model, run.item), []).append(run)
@@ -123,6 +124,25 @@ class RunCatalog:
     def runs(self, model: str, item: str) -> Sequence[SweepRun]:
         """Runs of one item of one model; ``KeyError`` if there are none."""
         return self._by_item[(model, item)]
+
+    def median_correct_length(self, model: str, item: str) -> float | None:
+        """Tokens at which the item's censoring-aware accuracy curve (its runs, Aalen-Johansen
+        on a 16-token grid) reaches half its ceiling: the median length of its correct answers.
+        ``None`` when no run of ``model`` answered the item correctly."""
+        key = (model, item)
+        if key not in self._medians:
+            import numpy as np
+
+            from clear_middleware.curves.empirical import EmpiricalCurve
+
+            runs = self.runs(model, item)
+            grid = np.arange(0, self.max_cap(model) + 16, 16, dtype=np.float64)
+            curve = EmpiricalCurve.from_rollouts(
+                [[r.length for r in runs]], [[r.correct for r in runs]], grid,
+                censored=[[r.censored for r in runs]])
+            self._medians[key] = (float(curve.saturation_tokens(0.5)[0])
+                                  if curve.ceiling[0] > 0 else None)
+        return self._medians[key]
 
     def run(self, run_id: int) -> SweepRun | None:
         return self._runs.get(run_id)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from clear_middleware.simulator import protocol, replay
+from clear_middleware.simulator import probe, protocol, replay
 from clear_middleware.simulator._tokens import encoding
 from clear_middleware.simulator.catalog import ReplayPlan, RunCatalog, load_catalog
 
@@ -102,6 +102,13 @@ class SimulatorServer:
             between chunks, non-streamed replies before answering.
         stream_chunk_tokens: tokens per SSE chunk (>= 1).
         idle_timeout_s: seconds an idle keep-alive connection is kept open.
+        probe_models: synthetic probe models served besides the sweep models, ``{name:
+            sigma}``: each answers an item's median correct length times log-normal noise of
+            that sigma (natural log, >= 0) (see :mod:`clear_middleware.simulator.probe`).
+            Default: ``{"probe-oracle": 0.5}``.
+        probe_target: the target model whose runs the probes describe (default: named in each
+            probe request).
+        probe_seed: seed of the probes' noise (int).
 
     ``tokens_per_second`` and ``stream_chunk_tokens`` are plain attributes: a test may change
     them while the server runs (they apply to requests that start afterwards).
@@ -125,11 +132,28 @@ class SimulatorServer:
         tokens_per_second: float | None = None,
         stream_chunk_tokens: int = 32,
         idle_timeout_s: float = 30.0,
+        probe_models: dict[str, float] | None = None,
+        probe_target: str | None = None,
+        probe_seed: int = 0,
     ) -> None:
         if tokens_per_second is not None and tokens_per_second <= 0:
             raise ValueError(f"tokens_per_second must be > 0, got {tokens_per_second}")
         if stream_chunk_tokens < 1:
             raise ValueError(f"stream_chunk_tokens must be >= 1, got {stream_chunk_tokens}")
+        probes = dict(probe.DEFAULT_PROBE_MODELS if probe_models is None else probe_models)
+        for name, sigma in probes.items():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ValueError(f"probe_models keys must be model names without '/'; got "
+                                 f"{name!r}")
+            if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not (
+                    0 <= sigma < float("inf")):
+                raise ValueError(f"probe_models[{name!r}] (noise sigma, natural log) must be a "
+                                 f"finite number >= 0; got {sigma!r}")
+        if isinstance(probe_seed, bool) or not isinstance(probe_seed, int):
+            raise ValueError(f"probe_seed must be an integer; got {probe_seed!r}")
+        self.probe_models = {name: float(sigma) for name, sigma in probes.items()}
+        self.probe_target = probe_target
+        self.probe_seed = probe_seed
         self._address = (host, port)
         self._sweep_path = sweep_path
         self.tokens_per_second = tokens_per_second
@@ -367,6 +391,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # stopped while delayed: no response
             sim._record(ServedRequest(seq, 0, fault="delay", model=model, disconnected=True))
             return
+        probe_name = probe.probe_model_name(model, sim.probe_models)
+        if probe_name is not None:
+            self._probe(seq, body, probe_name, model or probe_name, fault_kind)
+            return
         try:
             if body is None:
                 raise protocol.RequestError(400, "request body is not valid JSON")
@@ -390,6 +418,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(served, request, plan)
 
     # -- replies ---------------------------------------------------------------------------
+
+    def _probe(self, seq: int, body: Any, name: str, model: str,
+               fault_kind: FaultKind | None) -> None:
+        sim = self.server.sim
+        try:
+            reply = probe.answer(body, name, sim.probe_models[name], sim.catalog,
+                                 target=sim.probe_target, seed=sim.probe_seed)
+        except protocol.RequestError as err:
+            sim._record(ServedRequest(seq, err.status, fault=fault_kind, model=model))
+            self._send_bytes(err.status, err.body(), "application/json")
+            return
+        sim._record(ServedRequest(
+            seq, 200, fault=fault_kind, model=model, item=reply.item,
+            requested_cap=reply.requested_cap, cap=reply.cap, prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens, sent_tokens=reply.completion_tokens,
+            finish_reason=reply.finish_reason))
+        body_out = probe.completion_body(f"chatcmpl-sim-{seq}", reply, model)
+        if not self._send_json(200, body_out):
+            sim._amend(seq, sent_tokens=0, disconnected=True)
 
     def _reply(self, served: ServedRequest, request: protocol.SimRequest, plan: ReplayPlan) -> None:
         sim = self.server.sim
