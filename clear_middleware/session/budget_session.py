@@ -594,7 +594,9 @@ class BudgetSession:
             True
         """
         self._open()
-        return self._plan_steps(self._items(subtasks), used_tokens, self._funds(),
+        items = self._items(subtasks)
+        self._prepare(items)
+        return self._plan_steps(items, used_tokens, self._funds(),
                                 continuation=self._continues(continuation))
 
     async def aplan_steps(
@@ -606,7 +608,9 @@ class BudgetSession:
     ) -> StepPlan:
         """Async :meth:`plan_steps`."""
         await self._aopen()
-        return self._plan_steps(self._items(subtasks), used_tokens, await self._afunds(),
+        items = self._items(subtasks)
+        await self._aprepare(items)
+        return self._plan_steps(items, used_tokens, await self._afunds(),
                                 continuation=self._continues(continuation))
 
     def _quote_step(self, item: _Item, funds: Funds, used_tokens: int, expected_calls: int,
@@ -675,8 +679,10 @@ class BudgetSession:
             (512, 1024)
         """
         self._open()
-        return self._quote_step(self._item(subtask, tools), self._funds(), used_tokens,
-                                expected_calls, final_answer_tokens, continuation)
+        item = self._item(subtask, tools)
+        self._prepare([item])
+        return self._quote_step(item, self._funds(), used_tokens, expected_calls,
+                                final_answer_tokens, continuation)
 
     async def aquote_step(
         self,
@@ -690,8 +696,10 @@ class BudgetSession:
     ) -> StepQuote:
         """Async :meth:`quote_step`."""
         await self._aopen()
-        return self._quote_step(self._item(subtask, tools), await self._afunds(), used_tokens,
-                                expected_calls, final_answer_tokens, continuation)
+        item = self._item(subtask, tools)
+        await self._aprepare([item])
+        return self._quote_step(item, await self._afunds(), used_tokens, expected_calls,
+                                final_answer_tokens, continuation)
 
     # -- running -----------------------------------------------------------------------------
     def run(self, subtasks: Sequence[SubtaskLike], **kwargs: Any) -> list[SubtaskResult]:
