@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clear_middleware import EmpiricalCurve, ShiftedSurge
 from clear_middleware.allocator.progressive import StepPolicy, plan_round
@@ -201,10 +203,10 @@ def test_quote_step_restarts_with_larger_caps_and_stops_at_the_limit():
     assert (first.output_tokens, first.step_tokens, first.used_tokens) == (512, 512, 0)
     assert first.limit_tokens == 2048 and not first.at_limit and first.funded
     second = session.quote_step("What is 2 + 2?", used_tokens=1536)
-    # 512 tokens of room: the total (prompt reserve 23 + 1,536 regenerated + step) is rounded
-    # to the 16-token granularity, so the step is 505 and the cap 2,041 (within the limit).
+    # 512 tokens of room (a multiple of the 16-token granularity): the last chunk, up to the
+    # limit.
     assert second.prompt_tokens == 23
-    assert (second.output_tokens, second.step_tokens) == (2041, 505)
+    assert (second.output_tokens, second.step_tokens) == (2048, 512)
     assert second.settings  # the provider settings of the cap
     last = session.quote_step("What is 2 + 2?", used_tokens=2040)
     assert last.at_limit and not last.funded and last.output_tokens == 0
@@ -212,3 +214,74 @@ def test_quote_step_restarts_with_larger_caps_and_stops_at_the_limit():
     held = session.quote_step("What is 2 + 2?", used_tokens=1024, expected_calls=3,
                               final_answer_tokens=256)
     assert held.held_tokens > 256 and held.output_tokens <= 1536
+
+
+def test_expected_spend_pricing_funds_runs_that_usually_finish_early():
+    # Half of a kind's runs finish right at 100 tokens, 40% right at 1000, the rest never.
+    # Taking a run to 1000 tokens costs 1000 at its full cap but 100 + 0.5 * 900 = 550 in
+    # expectation: priced at expected spend, 12,000 tokens take every run past 1000 (in
+    # steps whose full caps fit), priced at caps only half of them.
+    grid = np.arange(0.0, 4001.0, 50.0)
+    util = 0.5 * (grid >= 100) + 0.4 * (grid >= 1000)
+    done = util + 0.1 * (grid >= 4000)
+    curves = EmpiricalCurve(grid, np.repeat(util[None, :], 20, axis=0))
+    finish = EmpiricalCurve(grid, np.repeat(done[None, :], 20, axis=0))
+    plans = {p: plan_round(curves, np.zeros(20), 12_000, finish=finish, max_tokens=4000,
+                           granularity=50, pricing=p) for p in ("expected", "cap")}
+    assert (plans["expected"].targets >= 1000).sum() == 20
+    assert (plans["cap"].targets >= 1000).sum() == 10
+    assert plans["expected"].price < plans["cap"].price
+    for plan in plans.values():
+        assert plan.cost.sum() <= 12_000
+    # The full caps of all 20 steps would not fit: the runs buying least per expected token
+    # (here the ones with the largest steps) wait a round.
+    moving = plans["expected"].steps > 0
+    assert moving.sum() == 17 and plans["expected"].cost.sum() == 17 * 650
+
+
+def test_restarts_priced_at_expected_spend_beat_full_caps_on_real_runs():
+    from clear_middleware.evaluation.progressive import evaluate
+
+    rows = {p: evaluate("qwen3-1.7b", [2048], draws=3, seed=3, pricing=p)[0]
+            for p in ("expected", "cap")}
+    key = "progressive (per kind, restart)|acc"
+    assert rows["expected"][key] > rows["cap"][key] + 0.02
+    assert rows["expected"]["perfect foresight|acc"] == rows["cap"]["perfect foresight|acc"]
+
+
+def test_interp_rows_is_np_interp_per_row():
+    from clear_middleware.allocator.progressive import _interp_rows
+
+    rng = np.random.default_rng(1)
+    xp = np.sort(rng.uniform(0, 100, (5, 7)), axis=1)
+    xp[2, 3] = xp[2, 4]  # a flat stretch
+    fp = np.cumsum(rng.uniform(0, 1, (5, 7)), axis=1)
+    x = rng.uniform(-10, 120, (5, 9))
+    expected = np.array([np.interp(x[i], xp[i], fp[i]) for i in range(5)])
+    np.testing.assert_allclose(_interp_rows(x, xp, fp), expected, atol=1e-12)
+
+
+def test_plan_round_rejects_unknown_pricing():
+    with pytest.raises(ValueError, match="pricing must be 'expected' or 'cap'"):
+        plan_round(ShiftedSurge(0.9, [800.0], 1 / 400), [0.0], 1000, pricing="mean")
+
+
+@given(
+    thresholds=st.lists(st.floats(100, 3000), min_size=1, max_size=8),
+    used=st.floats(0, 2000),
+    budget=st.floats(0, 20_000),
+    continuation=st.booleans(),
+    pricing=st.sampled_from(["expected", "cap"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_round_never_plans_past_its_budget_or_room(thresholds, used, budget, continuation,
+                                                     pricing):
+    n = len(thresholds)
+    curves = ShiftedSurge(0.8, np.array(thresholds), 1 / 300)
+    used_tokens = np.full(n, round(used / 16) * 16.0)
+    plan = plan_round(curves, used_tokens, budget, continuation=continuation, max_tokens=4096,
+                      pricing=pricing)
+    assert plan.cost.sum() <= budget
+    assert np.all(plan.steps % 16 == 0)
+    assert np.all(used_tokens + plan.steps <= 4096)
+    assert np.all((plan.steps == 0) == (plan.new_caps == 0))

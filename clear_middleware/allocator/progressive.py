@@ -14,6 +14,18 @@ tokens costs ``d``. Where it cannot, advancing means running again from scratch 
 cap: the step costs ``s + d``, and the planner sees that cost (the conditional curve is
 shifted right by the sunk ``s`` tokens), so it funds fewer, larger steps.
 
+Pricing (``pricing=``): a step's cap is what it *may* spend, but a run that finishes early
+hands the rest back to the next round. ``"expected"`` (the default) prices each run's remaining
+tokens at what it is expected to spend: the utility of going on to ``r`` more tokens is traded
+against ``C(r) = integral_0^r S(x) dx``, where ``S`` is the probability of the run still going
+``x`` tokens from now (from the finish curve, conditioned on what was seen). In the coordinate
+``c = C(r)`` this is plain CLEAR (each run's curve resampled on expected spend), and at the
+optimum a run goes on while its hazard of finishing correctly is above the price. The caps of
+a round must still fit in the budget in full: when they do not, the runs whose step buys the
+most utility per expected token go first and the others wait a round. ``"cap"`` prices every
+step at its full cap, as one-shot CLEAR does (too dear for runs likely to finish early, and
+badly so for restarts, whose regenerated tokens are a sure cost).
+
 Step policies (benchmarked in ``benchmarks/progressive.py``):
 
 - ``"fraction"``: advance by ``fraction`` of the run's current target (at least ``min_tokens``,
@@ -116,6 +128,7 @@ def plan_round(
     max_tokens: ArrayLike | None = None,
     granularity: int = 16,
     fees: ArrayLike | None = None,
+    pricing: Literal["expected", "cap"] = "expected",
 ) -> RoundPlan:
     """Plan one round for runs that used ``used_tokens`` each without finishing.
 
@@ -133,7 +146,11 @@ def plan_round(
             continuing, the regenerated ``used_tokens`` when restarting). A session passes the
             prompt plus the partial answer, which a provider bills as prompt tokens when
             continuing and as output when restarting.
+        pricing: ``"expected"`` (a run's tokens priced at what it is expected to spend) or
+            ``"cap"`` (at its full cap); see the module docstring.
     """
+    if pricing not in ("expected", "cap"):
+        raise ValueError(f"pricing must be 'expected' or 'cap'; got {pricing!r}")
     policy = policy or StepPolicy()
     g = non_negative_int("granularity", granularity, minimum=1)
     n = len(curves)
@@ -141,30 +158,143 @@ def plan_round(
     total_cap = (curves.saturation_tokens() if max_tokens is None else batch_shape(
         "max_tokens", float_array("max_tokens", max_tokens, low=0.0), n))
     remaining_cap = np.maximum(total_cap - used, 0.0)
-    ahead = curves.conditional(used, finish=finish)
     if fees is None:
         sunk = np.zeros(n) if continuation else used
     else:
         sunk = batch_shape("fees", float_array("fees", fees, low=0.0), n)
-    priced = ahead.shifted(sunk) if sunk.any() else ahead
     room = np.floor(remaining_cap / g) * g
+    if pricing == "expected":
+        targets, tangent, price, utility = _expected_targets(
+            curves, finish, used, room, sunk, float(budget), g, policy.kind == "tangent")
+    else:
+        targets, tangent, price, utility = _cap_targets(
+            curves, finish, used, room, sunk, float(budget), g, policy.kind == "tangent")
+    steps = policy.steps(targets, g, tangent)
+    cost = np.where(steps > 0, steps + np.ceil(sunk).astype(np.int64), 0)
+    if cost.sum() > budget:
+        steps = _fit_steps(curves, finish, used, steps, cost, sunk, float(budget))
+        cost = np.where(steps > 0, cost, 0)
+    new_caps = steps + (0 if continuation else used.astype(np.int64))
+    new_caps = np.where(steps > 0, new_caps, 0)
+    return RoundPlan(targets, steps, new_caps, cost, price, utility)
+
+
+def _cap_targets(curves, finish, used, room, sunk, budget, g, want_tangent):
+    """Targets with every token of a step priced as spent (``pricing="cap"``)."""
+    ahead = curves.conditional(used, finish=finish)
+    priced = ahead.shifted(sunk) if sunk.any() else ahead
     # Runs with less than one granule of room left cannot advance: priced as never worth it.
     upper = np.where(room >= g, sunk + room, sunk + g)
     priced_room = priced if (room >= g).all() else _zero_where(priced, room < g)
-    alloc = allocate(priced_room, max(float(budget), 0.0), min_tokens=sunk + g,
+    alloc = allocate(priced_room, max(budget, 0.0), min_tokens=sunk + g,
                      max_tokens=upper, granularity=g)
     targets = np.where(alloc.funded & (room >= g), alloc.tokens - sunk, 0).astype(np.int64)
     if alloc.price == 0.0:
-        targets = _free_tokens(targets, np.floor(remaining_cap / g) * g, sunk, budget)
+        targets = _free_tokens(targets, room, sunk, budget)
     tangent = None
-    if policy.kind == "tangent":
-        response = priced.responder(sunk + g, sunk + np.floor(remaining_cap / g) * g)
+    if want_tangent:
+        response = priced.responder(sunk + g, sunk + np.maximum(room, g))
         tangent = response.tangent_tokens - sunk
-    steps = policy.steps(targets, g, tangent)
-    new_caps = steps + (0 if continuation else used.astype(np.int64))
-    new_caps = np.where(steps > 0, new_caps, 0)
-    cost = np.where(steps > 0, steps + np.ceil(sunk).astype(np.int64), 0)
-    return RoundPlan(targets, steps, new_caps, cost, alloc.price, alloc.expected_utility)
+    return targets, tangent, alloc.price, alloc.expected_utility
+
+
+def _expected_targets(curves, finish, used, room, sunk, budget, g, want_tangent):
+    """Targets with each run's tokens priced at its expected spend (``pricing="expected"``)."""
+    r = np.arange(0.0, float(room.max(initial=0.0)) + g, g)
+    value, spend = _value_and_spend(curves, finish, used, r, room)
+    # Each run's curve over its expected spend, resampled on one spend grid.
+    c_grid = np.arange(0.0, float(spend[:, -1].max()) + g, g)
+    over_spend = _interp_rows(np.broadcast_to(c_grid, (len(room), c_grid.size)), spend,
+                              value)
+    over_spend[:, 0] = 0.0
+    per_spend = EmpiricalCurve(c_grid, np.maximum.accumulate(over_spend, axis=1))
+    movable = room >= g
+    if not movable.all():
+        per_spend = _zero_where(per_spend, ~movable)
+    priced = per_spend.shifted(sunk) if sunk.any() else per_spend
+    first = spend[:, 1] if r.size > 1 else np.zeros(len(room))
+    full = spend[:, -1]
+    lower = sunk + first
+    upper = np.where(movable, sunk + np.maximum(full, first), sunk + first)
+    alloc = allocate(priced, max(budget, 0.0), min_tokens=lower, max_tokens=upper)
+    bought = np.where(alloc.funded & movable, alloc.tokens - sunk, 0.0)
+    targets = _tokens_for_spend(bought, spend, r, room, g)
+    if alloc.price == 0.0:
+        targets = _free_tokens(targets, room, sunk, budget)
+    tangent = None
+    if want_tangent:
+        response = priced.responder(lower, upper)
+        tangent = _tokens_for_spend(np.maximum(response.tangent_tokens - sunk, first),
+                                    spend, r, room, g).astype(np.float64)
+    return targets, tangent, alloc.price, alloc.expected_utility
+
+
+def _value_and_spend(curves, finish, used, r, room):
+    """Each run's conditional utility ``V(r)`` and expected spend ``C(r)`` on the remaining-token
+    grid ``r`` (both flat beyond its room)."""
+    inside = r[None, :] <= room[:, None]
+    value = curves.conditional(used, finish=finish, grid=r).values
+    top = np.max(np.where(inside, value, 0.0), axis=1, keepdims=True)
+    value = np.where(inside, value, top)
+    done = (finish if finish is not None else curves).value(used[:, None] + r[None, :])
+    alive = 1.0 - done[:, :1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        going = np.where(alive > 1e-12, 1.0 - (done - done[:, :1]) / alive, 0.0)
+    going = np.where(inside, np.clip(going, 0.0, 1.0), 0.0)
+    step = np.diff(r)
+    spend = np.concatenate(
+        (np.zeros((len(room), 1)), np.cumsum((going[:, :-1] + going[:, 1:]) / 2 * step, axis=1)),
+        axis=1)
+    return value, spend
+
+
+def _tokens_for_spend(bought, spend, r, room, g):
+    """The fewest remaining tokens (a multiple of ``g``, within the room) whose expected spend
+    reaches ``bought``; 0 where nothing was bought."""
+    reach = spend >= (bought[:, None] - 1e-9)
+    first = np.where(reach.any(axis=1), np.argmax(reach, axis=1), r.size - 1)
+    tokens = np.minimum(np.maximum(r[first], g), room)
+    return np.where(bought > 0, tokens, 0).astype(np.int64)
+
+
+def _fit_steps(curves, finish, used, steps, cost, sunk, budget):
+    """Keep the steps whose full caps fit in ``budget``, those buying the most utility per
+    expected token first; the others wait a round."""
+    r_step = steps.astype(np.float64)
+    gain = np.zeros(len(steps))
+    moving = steps > 0
+    if moving.any():
+        idx = np.flatnonzero(moving)
+        grid = np.unique(np.concatenate(([0.0], r_step[idx])))
+        value, spend = _value_and_spend(curves.take(idx), None if finish is None
+                                        else finish.take(idx), used[idx], grid, r_step[idx])
+        at = np.searchsorted(grid, r_step[idx])
+        rows = np.arange(idx.size)
+        gain[idx] = value[rows, at] / np.maximum(sunk[idx] + spend[rows, at], 1e-9)
+    order = np.argsort(np.where(moving, -gain, np.inf), kind="stable")
+    fits = (np.cumsum(cost[order]) <= budget) & moving[order]
+    keep = np.zeros(len(steps), dtype=bool)
+    keep[order[fits]] = True
+    return np.where(keep, steps, 0)
+
+
+def _interp_rows(x: NDArray[np.float64], xp: NDArray[np.float64],
+                 fp: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.interp`` row by row, vectorised: ``x`` (n, k), ``xp`` (n, m) non-decreasing rows,
+    ``fp`` (n, m); beyond a row's last ``xp``, its last ``fp``."""
+    n, m = xp.shape
+    span = float(max(xp.max(initial=0.0), x.max(initial=0.0))) + 1.0
+    offset = (np.arange(n) * 2.0 * span)[:, None]
+    flat = (xp + offset).ravel()
+    hi = np.searchsorted(flat, (x + offset).ravel(), side="right").reshape(x.shape)
+    start = (np.arange(n) * m)[:, None]
+    hi = np.clip(hi, start + 1, start + m - 1)
+    lo = hi - 1
+    x0, x1 = flat[lo] - offset, flat[hi] - offset
+    f0, f1 = fp.ravel()[lo], fp.ravel()[hi]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.clip(np.where(x1 > x0, (x - x0) / (x1 - x0), 1.0), 0.0, 1.0)
+    return np.where(x >= xp[:, -1:], fp[:, -1:], f0 + t * (f1 - f0))
 
 
 def _zero_where(curves: UtilityCurves, mask: NDArray[np.bool_]) -> EmpiricalCurve:

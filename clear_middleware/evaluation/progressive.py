@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -103,7 +104,7 @@ def one_shot(caps: NDArray[np.int64], runs: Runs) -> tuple[float, float]:
 def progressive(
     curves: EmpiricalCurve, finish: EmpiricalCurve, runs: Runs, budget: float, *,
     continuation: bool, policy: StepPolicy, max_tokens: float, granularity: int = GRID_STEP,
-    max_rounds: int = 64,
+    max_rounds: int = 64, pricing: Literal["expected", "cap"] = "expected",
 ) -> tuple[float, float, int]:
     """(accuracy, tokens spent per item, rounds) of progressive CLEAR on drawn runs."""
     n = len(curves)
@@ -116,7 +117,7 @@ def progressive(
         idx = np.flatnonzero(active)
         plan = plan_round(curves.take(idx), used[idx], left, finish=finish.take(idx),
                           continuation=continuation, policy=policy, max_tokens=max_tokens,
-                          granularity=granularity)
+                          granularity=granularity, pricing=pricing)
         if not plan.steps.any():
             break
         rounds += 1
@@ -139,6 +140,7 @@ def progressive(
 def evaluate(
     model: str, budgets_per_item: Sequence[int], *, draws: int = 20, seed: int = 0,
     policy: StepPolicy | None = None, restart_policy: StepPolicy | None = None,
+    pricing: Literal["expected", "cap"] = "expected",
 ) -> list[dict[str, float]]:
     """Mean accuracy and tokens of every variant at each average budget (over ``draws``)."""
     table = load_sweep()
@@ -172,10 +174,10 @@ def evaluate(
                 "perfect foresight": perfect_foresight(sub, budget),
                 "progressive (per kind, continue)": progressive(
                     kind_u, kind_f, sub, budget, continuation=True, policy=policy,
-                    max_tokens=cap)[:2],
+                    max_tokens=cap, pricing=pricing)[:2],
                 "progressive (per kind, restart)": progressive(
                     kind_u, kind_f, sub, budget, continuation=False, policy=restart_policy,
-                    max_tokens=cap)[:2],
+                    max_tokens=cap, pricing=pricing)[:2],
             }
             for name, (acc, spent) in results.items():
                 sums[name][0] += acc / draws

@@ -85,8 +85,9 @@ def _check_ledger(session: BudgetSession, served, budget: int) -> None:
 def test_progressive_batch_beats_one_shot_when_a_kind_hides_hopeless_items(sim):
     # Sixteen inputs of one kind, the eight hopeless AIME items first: one-shot CLEAR funds
     # the first six at the kind's cap (about 1,630 tokens each), all of them hopeless, and
-    # nothing is left for the rest. Progressive probes nine of them with ~816-token steps,
-    # prices the cut ones out, and reaches two MATH items that finish.
+    # nothing is left for the rest. Progressive probes nine of them with ~1,000-token steps
+    # (priced at what a run is expected to spend), prices the cut ones out, and reaches a
+    # MATH item that finishes.
     chosen = LONG + SHORT
     one_shot = _session(sim, chosen, 10_000, "one_shot")
     start = _next_seq(sim)
@@ -101,53 +102,52 @@ def test_progressive_batch_beats_one_shot_when_a_kind_hides_hopeless_items(sim):
     outputs = _chain(session).batch(_inputs(chosen), config={"max_concurrency": 4})
     served = _served_since(sim, start)
     _check_ledger(session, served, 10_000)
-    assert session.remaining().spent_tokens == 9_607
-    assert _finished(outputs) == [8, 9] and len(_finished(outputs)) > len(_finished(baseline))
-    # Round 1: the first nine inputs with ~816-token steps; item 8 finishes, the others are
+    assert session.remaining().spent_tokens == 9_463
+    assert _finished(outputs) == [8] and len(_finished(outputs)) > len(_finished(baseline))
+    # Round 1: the first nine inputs with ~1,000-token steps; item 8 finishes, the others are
     # cut. Round 2 re-prices what is left on the conditioned curves: the cut ones are priced
-    # out, the next inputs are probed.
+    # out, the next input is probed with what is left.
     first = sorted((chosen.index(r.item), r.requested_cap, r.finish_reason) for r in served[:9])
-    assert [i for i, _, _ in first] == list(range(9))
-    assert [reason for _, _, reason in first] == ["length"] * 8 + ["stop"]
-    assert sorted((chosen.index(r.item), r.requested_cap, r.finish_reason)
-                  for r in served[9:]) == [(9, 1008, "stop"), (10, 832, "length"),
-                                           (11, 400, "length")]
+    assert first == [(i, 880 if i == 5 else 1008, "length") for i in range(8)] + [
+        (8, 1008, "stop")]
+    assert [(chosen.index(r.item), r.requested_cap, r.finish_reason) for r in served[9:]] == [
+        (9, 592, "length")]
     unfunded = [o for o in outputs if isinstance(o, SubtaskResult)]
-    assert len(unfunded) == 14 and all(o.status == "unfunded" and o.price > 0 for o in unfunded)
+    assert len(unfunded) == 15 and all(o.status == "unfunded" and o.price > 0 for o in unfunded)
     # Those cut once were sent once; those never reached were never sent.
-    assert [o.attempts for o in unfunded] == [1] * 8 + [1, 1] + [0] * 4
+    assert [o.attempts for o in unfunded] == [1] * 8 + [1] + [0] * 6
 
 
 def test_progressive_batch_restarts_cut_inputs_with_larger_caps(sim):
     # Six MATH items of one kind and a budget for about one and a half runs each: round 1
-    # sends every one with an 816-token step; one finishes, five are cut. Round 2 restarts
-    # four of them with larger caps (a generic runnable cannot continue a partial answer:
-    # the cap is the tokens used plus the step); two finish there, two are cut again, and the
-    # last round prices all three left out.
+    # sends every one with a 976-token step; two finish, four are cut. Round 2 restarts three
+    # of them with larger caps (a generic runnable cannot continue a partial answer: the cap
+    # is the tokens used plus the step); two finish there, one is cut again, and the last
+    # round prices the two left out.
     chosen = SHORT[:6]
     session = _session(sim, chosen, 10_000, "progressive")
     start = _next_seq(sim)
     outputs = _chain(session).batch(_inputs(chosen), config={"max_concurrency": 4})
     served = _served_since(sim, start)
     _check_ledger(session, served, 10_000)
-    assert session.remaining().spent_tokens == 9_455
+    assert session.remaining().spent_tokens == 8_987
     calls: dict[int, list[tuple[int, int, str]]] = {}
     for r in served:
         calls.setdefault(chosen.index(r.item), []).append(
             (r.requested_cap, r.completion_tokens, r.finish_reason))
     assert calls == {
-        0: [(816, 703, "stop")],
-        1: [(816, 816, "length"), (1408, 848, "stop")],
-        2: [(816, 816, "length"), (1344, 1136, "stop")],
-        3: [(816, 816, "length"), (1072, 1072, "length")],
-        4: [(816, 816, "length"), (1376, 1376, "length")],
-        5: [(816, 816, "length")],
+        0: [(976, 703, "stop")],
+        1: [(976, 848, "stop")],
+        2: [(976, 976, "length"), (1472, 1136, "stop")],
+        3: [(976, 976, "length"), (1472, 1124, "stop")],
+        4: [(976, 976, "length"), (1056, 1056, "length")],
+        5: [(976, 976, "length")],
     }
     # A restart regenerates the same run from the start (same prompt, same seed).
     assert all(r.already_tokens == 0 for r in served)
-    assert _finished(outputs) == [0, 1, 2]
-    assert [(o.index, o.status, o.attempts) for o in outputs[3:]] == [
-        (3, "unfunded", 2), (4, "unfunded", 2), (5, "unfunded", 1)]
+    assert _finished(outputs) == [0, 1, 2, 3]
+    assert [(o.index, o.status, o.attempts) for o in outputs[4:]] == [
+        (4, "unfunded", 2), (5, "unfunded", 1)]
 
 
 class _Events(AsyncCallbackHandler):
@@ -171,37 +171,35 @@ def _rows(events) -> list[tuple]:
              data["used_tokens"], data["attempts"]) for _, data in events]
 
 
-# Three MATH items, 4,000 tokens, one call at a time: the event of every attempt, in order
+# Three MATH items, 2,500 tokens, one call at a time: the event of every attempt, in order
 # (round, index, status, cap sent, tokens used, attempts), then the inputs the last round
-# priced out. Round 1 restarts inputs 0 and 2 and prices input 1 out.
+# priced out. Round 0 sends two (a third full cap would not fit), both finish; round 1 sends
+# the third with what is left, it is cut, and round 2 prices it out.
 EXPECTED_EVENTS = [
-    (0, 0, "cut", 688, 688, 1),
-    (0, 1, "cut", 688, 688, 1),
-    (0, 2, "cut", 592, 592, 1),
-    (1, 0, "done", 944, 703, 2),
-    (1, 2, "cut", 848, 848, 2),
-    (2, 1, "unfunded", 0, 688, 1),
-    (2, 2, "unfunded", 0, 848, 2),
+    (0, 0, "done", 912, 703, 1),
+    (0, 1, "done", 912, 848, 1),
+    (1, 2, "cut", 496, 496, 1),
+    (2, 2, "unfunded", 0, 496, 1),
 ]
 
 
 async def test_abatch_dispatches_a_progress_event_per_attempt_in_order(sim):
     chosen = SHORT[:3]
-    session = _session(sim, chosen, 4_000, "progressive")
+    session = _session(sim, chosen, 2_500, "progressive")
     handler = _Events()
     start = _next_seq(sim)
     outputs = await _chain(session).abatch(
         _inputs(chosen), config={"max_concurrency": 1, "callbacks": [handler]})
-    _check_ledger(session, _served_since(sim, start), 4_000)
+    _check_ledger(session, _served_since(sim, start), 2_500)
     assert {name for name, _ in handler.events} == {PROGRESS_EVENT}
     assert _rows(handler.events) == EXPECTED_EVENTS
     assert all(data["session_id"] == session.session_id for _, data in handler.events)
-    assert _finished(outputs) == [0]
+    assert _finished(outputs) == [0, 1]
 
 
 def test_batch_dispatches_the_same_events(sim):
     chosen = SHORT[:3]
-    session = _session(sim, chosen, 4_000, "progressive")
+    session = _session(sim, chosen, 2_500, "progressive")
     handler = _SyncEvents()
     _chain(session).batch(_inputs(chosen),
                           config={"max_concurrency": 1, "callbacks": [handler]})
@@ -210,7 +208,7 @@ def test_batch_dispatches_the_same_events(sim):
 
 async def test_progress_events_reach_astream_events(sim):
     chosen = SHORT[:3]
-    session = _session(sim, chosen, 4_000, "progressive")
+    session = _session(sim, chosen, 2_500, "progressive")
     budgeted = _chain(session)
 
     async def solve_all(values, config):
