@@ -150,3 +150,39 @@ def test_population_prior_is_the_documented_curve():
     assert at[8192] == pytest.approx(0.51, abs=0.01)
     # Leaving models out changes it (evaluations on a model exclude that model's runs).
     assert not np.allclose(population_prior(["deepscaler-1.5b"]).values, prior.values)
+
+
+def _draws(est, calls, at):
+    """The group's curve at ``at`` tokens after each of ``calls`` more identical calls."""
+    out = []
+    for i in range(calls):
+        est.observe(CallObservation(f"x{i}", "k", "m", 512, 512, False))
+        out.append(np.interp(at, CURVE_GRID, est.group("m", "k").values))
+    return np.array(out)
+
+
+def test_thompson_draws_vary_where_calls_are_few_and_repeat_for_the_same_data():
+    est = HistoryEstimator(prior_weight=1.0)
+    rng = np.random.default_rng(3)
+    for i in range(300):  # 290 calls capped at 2048 or 3072, ten at 8192
+        cap = 8192 if i % 30 == 0 else int(rng.choice([2048, 3072]))
+        length = TRUE.threshold[0] + rng.gamma(2.0, 1 / TRUE.rate[0])
+        est.observe(CallObservation(f"c{i}", "k", "m", cap, int(min(length, cap)),
+                                    length <= cap, correct=bool(length <= cap)))
+    draws = _draws(est, 15, np.array([2000.0, 6000.0]))
+    spread_seen, spread_thin = draws.std(axis=0)
+    assert spread_thin > 2 * spread_seen > 0
+    # The draw is a function of the group and its data: another estimator reading the same
+    # log draws the same curve.
+    twin = HistoryEstimator(est.log, prior_weight=1.0)
+    np.testing.assert_array_equal(twin.group("m", "k").values, est.group("m", "k").values)
+
+
+def test_without_exploration_the_fit_is_the_calls_as_they_are():
+    plain = HistoryEstimator(prior_weight=1.0, exploration="none")
+    feed(plain, 300)
+    draws = _draws(plain, 5, np.array([6000.0]))
+    # One more call cut at 512 barely moves the fit: no draw-to-draw noise.
+    assert np.ptp(draws) < 1e-3
+    with pytest.raises(ValueError, match="exploration must be 'thompson' or 'none'"):
+        HistoryEstimator(exploration="ucb")
