@@ -17,6 +17,8 @@ every variant, so differences come from the caps alone):
 - ``clear (learned)``: CLEAR with a :class:`HistoryEstimator` that starts empty and learns from
   every settled call (per model and kind, and per difficulty hint where items have one);
 - ``clear (learned, no hints)``: the same without hints;
+- ``clear (learned, no exploration)``: the same with hints, fitting the calls as they are
+  (``exploration="none"``) instead of Thompson sampling;
 - ``clear (true kind curves)``: CLEAR told each kind's true curve (the sampling-weighted mean
   of the items' measured curves): the target of a per-kind estimator;
 - ``clear (true item curves)``: CLEAR told each item's own measured curve: what per-item
@@ -56,6 +58,7 @@ VARIANTS = (
     "clear (prior only)",
     "clear (learned)",
     "clear (learned, no hints)",
+    "clear (learned, no exploration)",
     "clear (true kind curves)",
     "clear (true item curves)",
 )
@@ -212,7 +215,7 @@ def window_subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
     return out
 
 
-LEARNING = ("clear (learned)", "clear (learned, no hints)")
+LEARNING = ("clear (learned)", "clear (learned, no hints)", "clear (learned, no exploration)")
 
 
 def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
@@ -227,6 +230,8 @@ def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
         return HistoryEstimator(prior=prior, use_hints=True)
     if variant == "clear (learned, no hints)":
         return HistoryEstimator(prior=prior, use_hints=False)
+    if variant == "clear (learned, no exploration)":
+        return HistoryEstimator(prior=prior, use_hints=True, exploration="none")
     if variant == "clear (true kind curves)":
         return CurveTable(kind_truth(pool, weights))
     if variant == "clear (true item curves)":
