@@ -73,3 +73,15 @@ def test_stretch_needs_factor_times_the_tokens():
     doubled = stretch(curve, grid, np.array([2.0]))
     assert doubled.value([2000.0])[0] == pytest.approx(float(np.interp(1000.0, grid, curve)))
     assert text_features("Find $x$ if $x^2 = 4$.").shape == (13,)
+
+
+def test_censored_learning_compares_variants_on_the_same_stream():
+    from clear_middleware.evaluation.learning import censored_learning
+
+    options = dict(windows=3, measure_from=1, window_size=6, seed=4)
+    cut = censored_learning("qwen3-1.7b", 1024, **options)
+    whole = censored_learning("qwen3-1.7b", 1024, observe="full", **options)
+    # The reference sees the same windows whatever the estimator saw; reruns repeat exactly.
+    assert cut.true_kind == whole.true_kind > 0
+    assert censored_learning("qwen3-1.7b", 1024, **options) == cut
+    assert 0 <= cut.learned <= 1 and 0 <= whole.learned <= 1

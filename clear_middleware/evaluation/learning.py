@@ -1,0 +1,81 @@
+"""Offline: what learning only at its own caps costs the History estimator.
+
+A stream of windows (balanced mix, as in :mod:`.traffic`) is allocated by CLEAR on the
+estimator's curves; each subtask's drawn real run is then observed the way a middleware sees it:
+finished within its cap (an observed length, and correctness reported), or cut at its cap
+(censored). After ``measure_from`` windows of learning, each window's caps are scored by their
+*expected* accuracy on the items' true curves (no run-draw noise), against CLEAR on the true
+per-kind curves. ``observe="full"`` shows every run whole whatever its cap (an estimator that
+saw everything): the gap between the two is what censoring by its own caps costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..allocator import allocate
+from ..datasets.reasoning_sweep import item_rollouts, load_sweep
+from ..estimators.base import CallObservation
+from ..estimators.history import HistoryEstimator
+from ..estimators.prior import population_prior
+from ..subtask import Subtask
+from .traffic import item_pool, kind_truth, sampling_weights
+
+
+@dataclass(frozen=True)
+class LearningResult:
+    """Mean expected accuracy per subtask over the measured windows."""
+
+    learned: float
+    true_kind: float
+
+    @property
+    def ratio(self) -> float:
+        return self.learned / max(self.true_kind, 1e-12)
+
+
+def censored_learning(
+    model: str, budget_per_item: int, *, windows: int = 40, measure_from: int = 28,
+    window_size: int = 40, seed: int = 0, observe: Literal["censored", "full"] = "censored",
+    exploration: Literal["thompson", "none"] = "thompson",
+) -> LearningResult:
+    """Learned CLEAR against true-kind CLEAR on one stream (see the module docstring)."""
+    pool = item_pool(model)
+    runs = item_rollouts(load_sweep(), model)
+    top = runs.cap[runs.valid].max()
+    informative = runs.valid & (~runs.censored | (runs.cap >= top))
+    weights = sampling_weights(pool, "balanced")
+    kinds = kind_truth(pool, weights)
+    max_cap = int(pool.truth.grid[-1])
+    estimator = HistoryEstimator(prior=population_prior([model]), exploration=exploration)
+    rng = np.random.default_rng(seed)
+    learned, true_kind = [], []
+    calls = 0
+    for window in range(windows):
+        items = rng.choice(len(pool), window_size, p=weights)
+        pick = np.argmax(np.where(informative[items], rng.random(informative[items].shape),
+                                  -1.0), axis=1)
+        length = np.where(runs.censored[items, pick], np.inf, runs.length[items, pick])
+        correct = runs.correct[items, pick]
+        subtasks = [Subtask.of("-", kind=str(pool.kind[i]), hint=pool.hint[i]) for i in items]
+        budget = budget_per_item * window_size
+        caps = allocate(estimator.estimate(subtasks, model), budget, max_tokens=max_cap,
+                        granularity=16).tokens
+        seen = np.full(caps.shape, max_cap) if observe == "full" else caps
+        for k in np.flatnonzero(caps > 0):
+            finished = bool(length[k] <= seen[k])
+            estimator.observe(CallObservation(
+                f"c{calls}", str(pool.kind[items[k]]), model, int(seen[k]),
+                int(min(length[k], seen[k])), finished, hint=pool.hint[items[k]],
+                correct=bool(correct[k]) and finished))
+            calls += 1
+        if window >= measure_from:
+            truth = pool.truth.take(items)
+            kind_caps = allocate(kinds.take(items), budget, max_tokens=max_cap,
+                                 granularity=16).tokens
+            learned.append(truth.value(caps[:, None].astype(float))[:, 0].mean())
+            true_kind.append(truth.value(kind_caps[:, None].astype(float))[:, 0].mean())
+    return LearningResult(float(np.mean(learned)), float(np.mean(true_kind)))
