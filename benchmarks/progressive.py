@@ -50,12 +50,17 @@ def offline(models, draws):
         for r in evaluate(model, BUDGETS, draws=draws, seed=3):
             acc = {v: r[f"{v}|acc"] for v in VARIANTS}
             item = acc["one-shot (true item curves)"]
+            loo = acc["one-shot (item curves, leave-one-out)"]
+            stops = acc["per-kind stops (hindsight)"]
             prog = acc["progressive (per kind, continue)"]
             rows.append([model, r["budget"], *(f"{acc[v]:.3f}" for v in VARIANTS),
                          f"{prog / item:.2f}" if item else "",
+                         f"{prog / loo:.2f}" if loo else "",
+                         f"{prog / stops:.2f}" if stops else "",
                          f"{prog - acc['one-shot (per kind)']:+.3f}"])
             print(rows[-1], flush=True)
     headers = ["model", "tokens/item", *VARIANTS, "progressive / true item",
+               "progressive / item leave-one-out", "progressive / per-kind stops (hindsight)",
                "progressive - one-shot per kind"]
     return headers, rows
 
@@ -74,6 +79,21 @@ def step_policies(model, draws):
         rows.append([name, *(f"{r['progressive (per kind, continue)|acc']:.3f}" for r in res)])
         print(rows[-1], flush=True)
     return ["step policy", "1024", "2048", "4096"], rows
+
+
+def pricing(models, draws):
+    """Expected-spend pricing against pricing every step at its full cap."""
+    rows = []
+    for model in models:
+        by = {p: evaluate(model, (2048, 4096), draws=draws, seed=7, pricing=p)
+              for p in ("expected", "cap")}
+        for k, budget in enumerate((2048, 4096)):
+            rows.append([model, budget, *(
+                f"{by[p][k][f'progressive (per kind, {mode})|acc']:.3f}"
+                for mode in ("continue", "restart") for p in ("expected", "cap"))])
+            print(rows[-1], flush=True)
+    return ["model", "tokens/item", "continue, expected spend", "continue, full cap",
+            "restart, expected spend", "restart, full cap"], rows
 
 
 def end_to_end(models, budgets, batches, size, sim):
@@ -143,6 +163,7 @@ def main() -> None:
         models = models[:1]
     headers, rows = offline(models, draws)
     policy_headers, policy_rows = step_policies(models[0], draws)
+    pricing_headers, pricing_rows = pricing(models, draws)
     with SimulatorServer() as sim:
         e2e_headers, e2e_rows = end_to_end(models, (2048, 4096), batches, size, sim)
     body = "\n\n".join([
@@ -151,9 +172,23 @@ def main() -> None:
         f"Mean accuracy over {draws} draws of one real run per item; a batch is one half of "
         "each kind's items (per-kind curves come from the other half). Budgets are generated "
         "tokens per item. `progressive (per kind, restart)` pays the regenerated tokens again "
-        "on every step and so takes whole-target steps.\n\n" + markdown_table(headers, rows),
+        "on every step. Two per-item references: `true item curves` are estimated from all of "
+        "an item's runs, *the drawn one included*; with 4-6 informative runs per item they "
+        "partly know the drawn run's outcome (at 4096 tokens/item they equal perfect "
+        "foresight). `item curves, leave-one-out` use the item's other runs only: what a "
+        "per-item predictor could know, but noisier than the item's true curve. `perfect "
+        "foresight` is a bound: it knows each drawn run and funds the correct ones shortest "
+        "first. `per-kind stops (hindsight)` runs every item of a kind to one stop time, the "
+        "stop times chosen after seeing the drawn runs: what per-kind knowledge reaches with "
+        "hindsight when it treats a kind's items alike.\n\n" + markdown_table(headers, rows),
         f"### Step policies ({models[0]}, progressive with continuation)\n\n"
         + markdown_table(policy_headers, policy_rows),
+        "### Pricing a round: expected spend or full caps\n\n"
+        "Each round's price is solved with every run's tokens counted at what it is expected "
+        "to spend (a run that finishes early hands the rest back; the default) or at its full "
+        "cap. Restarts gain most: their regenerated tokens are a sure cost, and pricing the "
+        "new ones at their cap as well made the planner too timid.\n\n"
+        + markdown_table(pricing_headers, pricing_rows),
         "### End to end through the simulator\n\n"
         f"{batches} batches of {size} items (every item equally likely) per cell; budget = "
         "(tokens/item + 60 for the prompt) x items in the ledger's tokens (prompts included: a "

@@ -285,3 +285,16 @@ def test_a_round_never_plans_past_its_budget_or_room(thresholds, used, budget, c
     assert np.all(plan.steps % 16 == 0)
     assert np.all(used_tokens + plan.steps <= 4096)
     assert np.all((plan.steps == 0) == (plan.new_caps == 0))
+
+
+def test_per_kind_stops_in_hindsight_pick_the_best_stop_per_kind():
+    from clear_middleware.evaluation.progressive import per_kind_stops
+
+    # Kind a: right runs of 100 and 300; kind b: a right run of 200 and one never finishing.
+    runs = Runs(np.array([100.0, 300.0, 200.0, np.inf]), np.array([True, True, True, False]))
+    kinds = np.array(["a", "a", "b", "b"])
+    stops = np.array([0.0, 100.0, 200.0, 300.0])
+    # 800 tokens: a stops at 300 (400 spent, 2 solved), b at 200 (400 spent, 1 solved).
+    assert per_kind_stops(runs, kinds, 800, stops) == (0.75, 200.0)
+    # 500 tokens: a at 300 (400) and b at 0 beats a at 100 (200) and b at 100 (200).
+    assert per_kind_stops(runs, kinds, 500, stops) == (0.5, 100.0)

@@ -22,7 +22,10 @@ Two per-item references, because an item's "true" curve is estimated from a hand
   than the item's true curve.
 
 ``perfect foresight`` is a bound, not a policy: it knows every drawn run's length and
-correctness and funds the correct runs shortest first.
+correctness and funds the correct runs shortest first. ``per-kind stops (hindsight)`` is the
+best rule of the form "run every item of kind ``k`` until it finishes or reaches ``t_k``
+tokens", its stop times chosen *after* seeing the drawn runs: what per-kind knowledge can
+reach when it stops every item of a kind at the same point, with hindsight.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ VARIANTS = (
     "progressive (per kind, restart)",
     "one-shot (true item curves)",
     "one-shot (item curves, leave-one-out)",
+    "per-kind stops (hindsight)",
     "perfect foresight",
 )
 
@@ -83,6 +87,34 @@ def leave_one_out(rollouts: ItemRollouts, runs: Runs, grid: NDArray[np.float64])
     valid[np.arange(len(rollouts)), runs.rollout] = False
     return EmpiricalCurve.from_rollouts(rollouts.length, rollouts.correct, grid,
                                         censored=rollouts.censored, valid=valid)
+
+
+def per_kind_stops(
+    runs: Runs, kinds: NDArray, budget: float, stops: NDArray[np.float64]
+) -> tuple[float, float]:
+    """(accuracy, tokens spent per item) of the best per-kind stop times in hindsight: every
+    item of kind ``k`` runs until it finishes or reaches ``t_k`` (one of ``stops``), the
+    ``t_k`` chosen knowing the drawn runs, total spend within ``budget``."""
+    # Per kind and stop time: tokens spent and items solved. Kinds are combined one by one,
+    # keeping only the (spend, solved) pairs no other pair beats on both.
+    spend = np.array([0.0])
+    solved = np.array([0.0])
+    for kind in np.unique(kinds):
+        mine = kinds == kind
+        length, right = runs.length[mine], runs.correct[mine]
+        k_spend = np.minimum(length[None, :], stops[:, None]).sum(axis=1)
+        k_solved = (right[None, :] & (length[None, :] <= stops[:, None])).sum(axis=1)
+        spend = (spend[:, None] + k_spend[None, :]).ravel()
+        solved = (solved[:, None] + k_solved[None, :]).ravel()
+        keep = spend <= budget
+        spend, solved = spend[keep], solved[keep]
+        order = np.lexsort((-solved, spend))
+        spend, solved = spend[order], solved[order]
+        frontier = solved > np.concatenate(([-1.0], np.maximum.accumulate(solved)[:-1]))
+        spend, solved = spend[frontier], solved[frontier]
+    best = int(np.argmax(solved))
+    n = len(runs.length)
+    return float(solved[best] / n), float(spend[best] / n)
 
 
 def perfect_foresight(runs: Runs, budget: float) -> tuple[float, float]:
@@ -171,6 +203,8 @@ def evaluate(
                     allocate(items.truth.take(held), budget, **kw).tokens, sub),
                 "one-shot (item curves, leave-one-out)": one_shot(
                     allocate(loo, budget, **kw).tokens, sub),
+                "per-kind stops (hindsight)": per_kind_stops(
+                    sub, items.benchmark[held], budget, grid[grid <= cap]),
                 "perfect foresight": perfect_foresight(sub, budget),
                 "progressive (per kind, continue)": progressive(
                     kind_u, kind_f, sub, budget, continuation=True, policy=policy,
