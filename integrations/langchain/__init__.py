@@ -5,8 +5,9 @@
   refused.
 - :func:`with_budget`: wrap a chain or model; ``batch`` plans all inputs together and runs
   each with its own output cap; unfunded inputs come back as ``unfunded`` results in place.
-  With a progressive session it spends the batch in rounds, restarting cut inputs with larger
-  caps, and dispatches ``clear_progress`` custom events.
+  With a progressive session it spends the batch in rounds, continuing cut inputs where the
+  provider can (``ChatClear`` models) or restarting them with larger caps, and dispatches
+  ``clear_progress`` custom events.
 - :class:`ChatClear`: a chat model over the session's LiteLLM dispatch (any provider).
 - :class:`ClearBudgetMiddleware`: for LangChain v1 ``create_agent``; prices each step against
   what is left and ends the run gracefully when the budget is spent; with a progressive
@@ -20,7 +21,14 @@ from .callback import AsyncClearBudgetCallbackHandler, ClearBudgetCallbackHandle
 from .chat_model import ChatClear
 from .middleware import ClearBudgetMiddleware
 from .runnable import CAP_CONFIG_KEY, PROGRESS_EVENT, BudgetedRunnable, budget_aware, with_budget
-from .scope import BudgetExhaustedError, BudgetScope, CallOutcome, budget_scope, current_scope
+from .scope import (
+    BudgetExhaustedError,
+    BudgetScope,
+    CallOutcome,
+    PartialAnswer,
+    budget_scope,
+    current_scope,
+)
 
 __all__ = [
     "CAP_CONFIG_KEY",
@@ -33,6 +41,7 @@ __all__ = [
     "ChatClear",
     "ClearBudgetCallbackHandler",
     "ClearBudgetMiddleware",
+    "PartialAnswer",
     "budget_aware",
     "budget_scope",
     "current_scope",

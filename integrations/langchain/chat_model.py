@@ -16,13 +16,22 @@ tools, streaming, async and ``usage_metadata`` work as in LangChain's own chat m
 4. the provider-reported usage settles the reservation; a failed call releases it; a stream
    the consumer abandons is charged what it reported, or its whole reservation.
 
+A call cut at its cap leaves its partial answer in the budget scope
+(:class:`~.scope.CallOutcome`). When the scope asks the call to continue a partial answer
+(:attr:`~.scope.BudgetScope.resume`: ``with_budget``'s progressive batches do, for an input cut
+in an earlier round) and the session's provider can
+(:attr:`~clear_middleware.session.BudgetSession.continuation` is not ``"restart"``), the call
+is sent as :func:`~clear_middleware.dispatch.continuation.continue_request` builds it, capped
+at the scope's cap for the *new* tokens; it reserves the prompt, the re-read partial answer and
+that cap, and answers with the partial text followed by the new text (usage: this call's).
+
 Without a session ChatClear is a plain LiteLLM chat model.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -40,11 +49,20 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from clear_middleware.dispatch import provider_settings
 from clear_middleware.dispatch.client import Completion, LiteLLMClient
+from clear_middleware.dispatch.continuation import continue_request
 from clear_middleware.session import BudgetSession, CallTicket, Subtask
+from clear_middleware.tokens import count_text_tokens
 from clear_middleware.usage import Usage
 
 from ._convert import CAP_PARAMETERS, openai_messages, output_cap
-from .scope import BudgetExhaustedError, BudgetScope, areserve_call, current_scope, reserve_call
+from .scope import (
+    BudgetExhaustedError,
+    BudgetScope,
+    PartialAnswer,
+    areserve_call,
+    current_scope,
+    reserve_call,
+)
 
 __all__ = ["CHAT_CLEAR_TYPE", "ChatClear"]
 
@@ -68,10 +86,28 @@ class _Call:
     accounted: bool  # this model reserves and settles (no outer adapter does)
     kind: str | None = None
     scope: BudgetScope | None = None  # the open budget scope, told how the call ended
+    resume: PartialAnswer | None = None  # the partial answer this call continues
+    reread: int = 0  # tokens of that partial answer, re-read as prompt
 
-    def record(self, usage: Usage | None, finish_reason: str | None) -> None:
-        if self.scope is not None:
-            self.scope.record(usage, finish_reason, self.output_tokens)
+    def record(self, usage: Usage | None, finish_reason: str | None, text: str,
+               reasoning: str) -> None:
+        if self.scope is None:
+            return
+        answer = None
+        if finish_reason == "length":  # cut: leave the whole answer so far to continue
+            prefix = self.resume or PartialAnswer()
+            answer = PartialAnswer(prefix.text + text, prefix.reasoning + reasoning)
+        self.scope.record(usage, finish_reason, self.output_tokens, answer=answer,
+                          continued=self.resume is not None)
+
+    def reserved(self, ticket: CallTicket) -> CallTicket:
+        """The ticket as settled: a continued call's re-read partial answer is prompt (the
+        prompt-margin learner compares it with the reported prompt), its cap the new tokens'."""
+        if not self.reread:
+            return ticket
+        return replace(ticket, prompt_estimate=ticket.prompt_estimate + self.reread,
+                       prompt_tokens=ticket.prompt_tokens + self.reread,
+                       output_tokens=ticket.output_tokens - self.reread)
 
     def settings(self, output_tokens: int | None) -> dict[str, Any]:
         if output_tokens is None:
@@ -219,7 +255,7 @@ class ChatClear(BaseChatModel):
         tools = kwargs.pop("tools", None) or None
         scope = current_scope()
         session = scope.session if scope is not None else self.session
-        planned = scope.take_output_tokens() if scope is not None else None
+        planned, resume = scope.take_call() if scope is not None else (None, None)
         cap = explicit if explicit is not None else planned
         if cap is None and session is None:
             cap = self.max_tokens
@@ -236,16 +272,30 @@ class ChatClear(BaseChatModel):
         if self.max_retries:
             extra.setdefault("num_retries", self.max_retries)
         oa_messages = openai_messages(messages)
+        sent, reread = oa_messages, 0
+        if resume is not None and (session is None or session.continuation == "restart"
+                                   or not (resume.text or resume.reasoning)):
+            resume = None  # nothing to continue, or a provider that cannot: sent as it is
+        if resume is not None:
+            assert session is not None
+            request = continue_request(session.continuation, oa_messages, resume.text,
+                                       resume.reasoning)
+            sent = request.messages
+            for name, value in request.extra.items():
+                if isinstance(value, dict) and isinstance(extra.get(name), dict):
+                    value = {**extra[name], **value}
+                extra[name] = value
+            reread = count_text_tokens(resume.reasoning + resume.text, session.provider_model)
         kind = scope.kind if scope is not None else None
         return _Call(
-            model=model, messages=oa_messages, tools=tools, extra=extra,
+            model=model, messages=sent, tools=tools, extra=extra,
             client=session.client if session is not None else self._own_client(),
             session=session,
             subtask=None if session is None else Subtask(
                 tuple(oa_messages), kind=kind,
                 id=(scope.subtask_id if scope is not None else None) or "chat"),
             output_tokens=cap, accounted=session is not None and not (scope and scope.managed),
-            kind=kind, scope=scope,
+            kind=kind, scope=scope, resume=resume, reread=reread,
         )
 
     def _quoted_cap(self, call: _Call, quote_cap: int) -> int:
@@ -260,8 +310,8 @@ class ChatClear(BaseChatModel):
             if not quote.funded:
                 raise BudgetExhaustedError(call.session.session_id, price=quote.price)
             call.output_tokens = self._quoted_cap(call, quote.output_tokens)
-        return reserve_call(call.session, call.subtask, tools=call.tools,
-                            output_tokens=call.output_tokens)
+        return call.reserved(reserve_call(call.session, call.subtask, tools=call.tools,
+                                          output_tokens=call.output_tokens + call.reread))
 
     async def _areserve(self, call: _Call) -> CallTicket | None:
         if not call.accounted:
@@ -272,8 +322,9 @@ class ChatClear(BaseChatModel):
             if not quote.funded:
                 raise BudgetExhaustedError(call.session.session_id, price=quote.price)
             call.output_tokens = self._quoted_cap(call, quote.output_tokens)
-        return await areserve_call(call.session, call.subtask, tools=call.tools,
-                                   output_tokens=call.output_tokens)
+        return call.reserved(await areserve_call(
+            call.session, call.subtask, tools=call.tools,
+            output_tokens=call.output_tokens + call.reread))
 
     # -- calls --------------------------------------------------------------------------------
     def _generate(
@@ -299,8 +350,9 @@ class ChatClear(BaseChatModel):
         if ticket is not None and call.session is not None:
             call.session.settle_call(ticket, completion.usage,
                                      finish_reason=completion.finish_reason)
-        call.record(completion.usage, completion.finish_reason)
-        return _chat_result(completion, call.model)
+        call.record(completion.usage, completion.finish_reason, completion.text,
+                    completion.reasoning)
+        return _chat_result(completion, call.model, call.resume)
 
     async def _agenerate(
         self,
@@ -326,8 +378,9 @@ class ChatClear(BaseChatModel):
         if ticket is not None and call.session is not None:
             await call.session.asettle_call(ticket, completion.usage,
                                             finish_reason=completion.finish_reason)
-        call.record(completion.usage, completion.finish_reason)
-        return _chat_result(completion, call.model)
+        call.record(completion.usage, completion.finish_reason, completion.text,
+                    completion.reasoning)
+        return _chat_result(completion, call.model, call.resume)
 
     def _stream(
         self,
@@ -341,6 +394,11 @@ class ChatClear(BaseChatModel):
         reader = _StreamReader(call.model)
         settled = False
         try:
+            if call.resume is not None:  # the answer goes on from the partial one
+                chunk = _prefix_chunk(call.resume)
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
             for raw in call.client.stream(call.model, call.messages,
                                           call.settings(call.output_tokens), **call.extra):
                 chunk = reader.read(raw)
@@ -351,7 +409,7 @@ class ChatClear(BaseChatModel):
             if ticket is not None and call.session is not None:
                 call.session.settle_call(ticket, reader.usage, finish_reason=reader.finish)
             settled = True
-            call.record(reader.usage, reader.finish)
+            call.record(reader.usage, reader.finish, reader.text, reader.reasoning)
             yield reader.last()
         except GeneratorExit:  # the consumer stopped early: charge what the provider reported
             if not settled and ticket is not None and call.session is not None:
@@ -374,6 +432,11 @@ class ChatClear(BaseChatModel):
         reader = _StreamReader(call.model)
         settled = False
         try:
+            if call.resume is not None:
+                chunk = _prefix_chunk(call.resume)
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
             async for raw in call.client.astream(call.model, call.messages,
                                                  call.settings(call.output_tokens),
                                                  **call.extra):
@@ -386,7 +449,7 @@ class ChatClear(BaseChatModel):
                 await call.session.asettle_call(ticket, reader.usage,
                                                 finish_reason=reader.finish)
             settled = True
-            call.record(reader.usage, reader.finish)
+            call.record(reader.usage, reader.finish, reader.text, reader.reasoning)
             yield reader.last()
         except GeneratorExit:
             if not settled and ticket is not None and call.session is not None:
@@ -408,7 +471,16 @@ def _usage_metadata(usage: Usage | None) -> UsageMetadata | None:
     )
 
 
-def _chat_result(completion: Completion, model: str) -> ChatResult:
+def _prefix_chunk(partial: PartialAnswer) -> ChatGenerationChunk:
+    """The partial answer a continued stream goes on from, as its first chunk."""
+    return ChatGenerationChunk(message=AIMessageChunk(
+        content=partial.text,
+        additional_kwargs={"reasoning_content": partial.reasoning} if partial.reasoning else {},
+    ))
+
+
+def _chat_result(completion: Completion, model: str,
+                 prefix: PartialAnswer | None = None) -> ChatResult:
     tool_calls, invalid = [], []
     for raw in completion.tool_calls:
         try:
@@ -416,10 +488,11 @@ def _chat_result(completion: Completion, model: str) -> ChatResult:
         except OutputParserException as error:
             invalid.append(make_invalid_tool_call(dict(raw), str(error)))
     metadata: dict[str, Any] = {"model_name": model, "finish_reason": completion.finish_reason}
+    prefix = prefix or PartialAnswer()
+    text, reasoning = prefix.text + completion.text, prefix.reasoning + completion.reasoning
     message = AIMessage(
-        content=completion.text,
-        additional_kwargs=({"reasoning_content": completion.reasoning}
-                           if completion.reasoning else {}),
+        content=text,
+        additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
         tool_calls=[call for call in tool_calls if call is not None],
         invalid_tool_calls=invalid,
         usage_metadata=_usage_metadata(completion.usage),
@@ -437,6 +510,8 @@ class _StreamReader:
         self.model = model
         self.usage: Usage | None = None
         self.finish: str | None = None
+        self.text = ""
+        self.reasoning = ""
 
     def read(self, raw: Any) -> ChatGenerationChunk | None:
         self.usage = Usage.from_response(raw) or self.usage
@@ -450,6 +525,8 @@ class _StreamReader:
             return None
         content = getattr(delta, "content", None) or ""
         reasoning = getattr(delta, "reasoning_content", None)
+        self.text += content if isinstance(content, str) else ""
+        self.reasoning += reasoning if isinstance(reasoning, str) else ""
         calls = [
             tool_call_chunk(
                 name=getattr(call.function, "name", None),

@@ -86,7 +86,7 @@ from clear_middleware.session.progressive import MAX_ROUNDS
 from ._convert import openai_messages
 from .callback import AsyncClearBudgetCallbackHandler, ClearBudgetCallbackHandler
 from .chat_model import ChatClear
-from .scope import BudgetExhaustedError, BudgetScope, budget_scope
+from .scope import BudgetExhaustedError, BudgetScope, PartialAnswer, budget_scope
 
 __all__ = ["CAP_CONFIG_KEY", "PROGRESS_EVENT", "BudgetedRunnable", "budget_aware", "with_budget"]
 
@@ -154,6 +154,7 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
         *,
         prompt: Callable[[Input], SubtaskLike] | None = None,
         kind: str | None = None,
+        continuation: bool | None = None,
     ) -> None:
         if not isinstance(session, BudgetSession):
             raise TypeError(f"session must be a BudgetSession, got {type(session).__name__}")
@@ -163,6 +164,16 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
         self.prompt = prompt
         self.kind = kind
         self.name = f"with_budget({bound.get_name()})"
+        models = _chat_models(bound)
+        able = (session.continuation != "restart" and bool(models)
+                and all(isinstance(m, ChatClear) for m in models))
+        if continuation and not able:
+            raise ValueError(
+                "continuation=True needs a session whose provider can continue a partial "
+                f"answer (its continuation is {session.continuation!r}) and a runnable whose "
+                "every reachable chat model is a ChatClear")
+        #: Progressive batches continue cut inputs (``True``) or restart them (``False``).
+        self.continuation: bool = able if continuation is None else bool(continuation)
 
     # -- what to plan -------------------------------------------------------------------------
     def _subtask(self, value: Input, index: int) -> Subtask:
@@ -198,9 +209,10 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
     def _unfunded(self, index: int, price: float | None, *, attempts: int = 0) -> SubtaskResult:
         return SubtaskResult(index, str(index), "unfunded", price=price, attempts=attempts)
 
-    def _scope(self, index: int, output_tokens: int) -> BudgetScope:
+    def _scope(self, index: int, output_tokens: int,
+               resume: PartialAnswer | None = None) -> BudgetScope:
         return BudgetScope(self.session, output_tokens=output_tokens, subtask_id=str(index),
-                           kind=self.kind)
+                           kind=self.kind, resume=resume)
 
     # -- one input ----------------------------------------------------------------------------
     def _run(self, value: Input, config: RunnableConfig | None, index: int,
@@ -345,46 +357,46 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
         return outputs
 
     # -- many inputs, progressive mode ----------------------------------------------------------
-    def _attempt(self, value: Input, config: RunnableConfig, index: int,
-                 output_tokens: int) -> _Attempt:
-        scope = self._scope(index, output_tokens)
+    def _attempt(self, value: Input, config: RunnableConfig, job: _Job) -> _Attempt:
+        index, output_tokens, resume = job
+        scope = self._scope(index, output_tokens, resume)
         with budget_scope(scope):
             try:
                 output = self.bound.invoke(value, self._config(config, output_tokens,
                                                                is_async=False))
             except BudgetExhaustedError as error:
-                return _Attempt(index, output_tokens, scope, refused=error)
-        return _Attempt(index, output_tokens, scope, output=output)
+                return _Attempt(index, output_tokens, scope, refused=error, resume=resume)
+        return _Attempt(index, output_tokens, scope, output=output, resume=resume)
 
-    async def _aattempt(self, value: Input, config: RunnableConfig, index: int,
-                        output_tokens: int) -> _Attempt:
-        scope = self._scope(index, output_tokens)
+    async def _aattempt(self, value: Input, config: RunnableConfig, job: _Job) -> _Attempt:
+        index, output_tokens, resume = job
+        scope = self._scope(index, output_tokens, resume)
         with budget_scope(scope):
             try:
                 output = await self.bound.ainvoke(value, self._config(config, output_tokens,
                                                                       is_async=True))
             except BudgetExhaustedError as error:
-                return _Attempt(index, output_tokens, scope, refused=error)
-        return _Attempt(index, output_tokens, scope, output=output)
+                return _Attempt(index, output_tokens, scope, refused=error, resume=resume)
+        return _Attempt(index, output_tokens, scope, output=output, resume=resume)
 
     def _batch_progressive(self, inputs: list[Input], configs: list[RunnableConfig],
                            return_exceptions: bool) -> list[Output | SubtaskResult]:
         """Spend the batch in rounds (the session plans each round with ``plan_steps``);
-        inputs cut at their cap are run again with a larger one."""
+        inputs cut at their cap are continued, or run again with a larger cap."""
         subtasks = [self._subtask(value, i) for i, value in enumerate(inputs)]
         rounds = _Rounds(self, len(inputs))
         manager = get_callback_manager_for_config(configs[0])
         run = manager.on_chain_start(None, {"inputs": inputs}, name=self.get_name())
         events = run.get_child()
 
-        def one(job: tuple[int, int]) -> None:
-            index, output_tokens = job
+        def one(job: _Job) -> None:
+            index, output_tokens, resume = job
             try:
-                attempt = self._attempt(inputs[index], configs[index], index, output_tokens)
+                attempt = self._attempt(inputs[index], configs[index], job)
             except Exception as error:
                 if not return_exceptions:
                     raise
-                attempt = _Attempt(index, output_tokens, None, error=error)
+                attempt = _Attempt(index, output_tokens, None, error=error, resume=resume)
             events.on_custom_event(PROGRESS_EVENT, rounds.apply(attempt), run_id=run.run_id)
 
         try:
@@ -395,7 +407,7 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
                         break
                     plan = self.session.plan_steps([subtasks[i] for i in active],
                                                    [rounds.used[i] for i in active],
-                                                   continuation=False)
+                                                   continuation=rounds.continuing)
                     if not rounds.start(active, plan):
                         break
                     list(executor.map(one, rounds.moving))
@@ -417,16 +429,16 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
         run = await manager.on_chain_start(None, {"inputs": inputs}, name=self.get_name())
         events = run.get_child()
 
-        async def one(job: tuple[int, int]) -> None:
-            index, output_tokens = job
+        async def one(job: _Job) -> None:
+            index, output_tokens, resume = job
             async with gate:
                 try:
-                    attempt = await self._aattempt(inputs[index], configs[index], index,
-                                                   output_tokens)
+                    attempt = await self._aattempt(inputs[index], configs[index], job)
                 except Exception as error:
                     if not return_exceptions:
                         raise
-                    attempt = _Attempt(index, output_tokens, None, error=error)
+                    attempt = _Attempt(index, output_tokens, None, error=error,
+                                       resume=resume)
             await events.on_custom_event(PROGRESS_EVENT, rounds.apply(attempt),
                                          run_id=run.run_id)
 
@@ -437,7 +449,7 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
                     break
                 plan = await self.session.aplan_steps([subtasks[i] for i in active],
                                                       [rounds.used[i] for i in active],
-                                                      continuation=False)
+                                                      continuation=rounds.continuing)
                 if not rounds.start(active, plan):
                     break
                 await asyncio.gather(*(one(job) for job in rounds.moving))
@@ -476,6 +488,11 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
                 yield chunk
 
 
+#: One input's run in a progressive round: its index, the cap it is sent with, and the
+#: partial answer it continues (``None``: from the start).
+_Job = tuple[int, int, PartialAnswer | None]
+
+
 @dataclass
 class _Attempt:
     """One run of one input in a progressive batch, and how it ended."""
@@ -486,12 +503,13 @@ class _Attempt:
     output: Any = None
     refused: BudgetExhaustedError | None = None
     error: Exception | None = None
+    resume: PartialAnswer | None = None  # the partial answer it was asked to continue
 
 
 class _Rounds:
-    """The state of a progressive batch between rounds: which inputs are still going and the
-    tokens each used without finishing. The session plans every round; this only records
-    what came back."""
+    """The state of a progressive batch between rounds: which inputs are still going, the
+    tokens each used without finishing and, when the batch continues cut inputs, the partial
+    answer each left. The session plans every round; this only records what came back."""
 
     def __init__(self, owner: BudgetedRunnable, count: int) -> None:
         self.owner = owner
@@ -499,7 +517,9 @@ class _Rounds:
         self.used = [0] * count
         self.attempts = [0] * count
         self.going = set(range(count))
-        self.moving: list[tuple[int, int]] = []
+        self.moving: list[_Job] = []
+        self.continuing = owner.continuation
+        self.partial: list[PartialAnswer | None] = [None] * count
         self.round = -1
         self.price: float | None = None
         self._lock = threading.Lock()
@@ -511,8 +531,8 @@ class _Rounds:
         """Take a round's plan; ``False`` when it funds nobody (the batch stops)."""
         self.round += 1
         self.price = plan.price
-        self.moving = [(i, cap) for i, cap in zip(active, plan.output_caps, strict=True)
-                       if cap > 0]
+        self.moving = [(i, cap, self.partial[i] if self.continuing else None)
+                       for i, cap in zip(active, plan.output_caps, strict=True) if cap > 0]
         return bool(self.moving)
 
     def _event(self, index: int, status: str, output_tokens: int) -> dict[str, Any]:
@@ -534,16 +554,44 @@ class _Rounds:
                     self.price)
                 status, self.outputs[i] = "refused", self.owner._unfunded(
                     i, price, attempts=self.attempts[i])
-            elif scope is not None and scope.cut and scope.output_tokens_used > self.used[i]:
-                # Cut at its cap: it goes on next round, restarted with a larger cap.
-                self.used[i] = scope.output_tokens_used
+            elif scope is not None and scope.cut and self._goes_on(attempt, scope):
                 return self._event(i, "cut", attempt.output_tokens)
             else:  # finished (or cut where a larger cap cannot help): the chain's output
                 if scope is not None:
-                    self.used[i] = scope.output_tokens_used
+                    self.used[i] = self._total(i, scope)
                 status, self.outputs[i] = "done", attempt.output
             self.going.discard(i)
             return self._event(i, status, attempt.output_tokens)
+
+    def _total(self, i: int, scope: BudgetScope) -> int:
+        """Output tokens of input ``i``'s run so far: a continued call adds to the tokens
+        before it; a restart generated them all again."""
+        continued = bool(scope.outcomes) and scope.outcomes[0].continued
+        return (self.used[i] if continued else 0) + scope.output_tokens_used
+
+    def _goes_on(self, attempt: _Attempt, scope: BudgetScope) -> bool:
+        """Whether an input cut at its cap goes on next round (continued, or restarted with a
+        larger cap); records its tokens and partial answer. Called under the lock."""
+        i, total = attempt.index, self._total(attempt.index, scope)
+        first = scope.outcomes[0]
+        if self.continuing:
+            if (first.cut and first.answer is not None and total > self.used[i]
+                    and first.continued == (attempt.resume is not None)):
+                self.used[i], self.partial[i] = total, first.answer
+                return True
+            # The call that took the planned cap left nothing to continue (a model other than
+            # ChatClear, or a later call was cut): the rest of the batch restarts.
+            self.continuing = False
+            self.partial = [None] * len(self.partial)
+            if attempt.resume is not None and not first.continued:
+                # It ran from the start under a cap meant for the new tokens only: its run is
+                # longer still; it goes on, restarted with a larger cap.
+                self.used[i] = max(self.used[i], total)
+                return True
+        if total > self.used[i]:
+            self.used[i] = total
+            return True
+        return False
 
     def stop(self) -> list[dict[str, Any]]:
         """End the inputs still going (priced out or at their limit): the session's
@@ -562,6 +610,7 @@ def with_budget(
     *,
     prompt: Callable[[Input], SubtaskLike] | None = None,
     kind: str | None = None,
+    continuation: bool | None = None,
 ) -> BudgetedRunnable[Input, Output]:
     """Put ``runnable``'s model calls on ``session``'s budget: one subtask per input.
 
@@ -574,6 +623,12 @@ def with_budget(
             when the runnable starts with a prompt template, else the input itself (a
             string, messages, or its JSON).
         kind: the task kind of these inputs, for the curve estimator.
+        continuation: in progressive mode, whether an input cut at its cap is *continued*
+            next round (its partial answer sent back for the model to go on from) rather than
+            restarted with a larger cap. ``None`` (default): continued when the session's
+            provider can (its ``continuation`` is not ``"restart"``) and every chat model
+            ``with_budget`` can reach in ``runnable`` is a :class:`ChatClear`; ``False``:
+            always restarted; ``True``: continued, or ``ValueError`` when it cannot be.
 
     Returns:
         A :class:`BudgetedRunnable` (``invoke``, ``batch``, ``stream`` and async twins).
@@ -589,7 +644,22 @@ def with_budget(
 
         ``budgeted.batch([{"q": q} for q in questions])`` then plans all questions first.
     """
-    return BudgetedRunnable(runnable, session, prompt=prompt, kind=kind)
+    return BudgetedRunnable(runnable, session, prompt=prompt, kind=kind,
+                            continuation=continuation)
+
+
+def _chat_models(runnable: Runnable) -> list[BaseChatModel]:
+    """The chat models :func:`budget_aware` can reach in ``runnable`` (the runnable itself,
+    the steps of sequences and parallels, the runnable a binding wraps)."""
+    if isinstance(runnable, BaseChatModel):
+        return [runnable]
+    if isinstance(runnable, RunnableSequence):
+        return [m for step in runnable.steps for m in _chat_models(step)]
+    if isinstance(runnable, RunnableParallel):
+        return [m for step in runnable.steps__.values() for m in _chat_models(step)]
+    if isinstance(runnable, RunnableBinding):
+        return _chat_models(runnable.bound)
+    return []
 
 
 def _has_handler(callbacks: Any, session: BudgetSession) -> bool:

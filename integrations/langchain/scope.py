@@ -27,6 +27,7 @@ __all__ = [
     "BudgetExhaustedError",
     "BudgetScope",
     "CallOutcome",
+    "PartialAnswer",
     "areserve_call",
     "budget_scope",
     "current_scope",
@@ -101,6 +102,11 @@ class BudgetScope:
             (:class:`CallOutcome`), recorded by :class:`~.chat_model.ChatClear` and the
             callback handlers; ``with_budget`` reads it in progressive mode to tell an input
             cut at its cap from one that finished.
+        resume: a partial answer the first model call in the scope should *continue* rather
+            than start over (``with_budget``'s progressive batches set it for an input cut in
+            an earlier round, when the session's provider can continue). Only
+            :class:`~.chat_model.ChatClear` honours it: it sends the continuation request with
+            ``output_tokens`` as the new tokens' cap and answers with the whole text.
     """
 
     session: BudgetSession
@@ -110,22 +116,32 @@ class BudgetScope:
     managed: bool = False
     calls: int = 0
     outcomes: list[CallOutcome] = field(default_factory=list)
+    resume: PartialAnswer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_output_tokens(self) -> int | None:
         """The planned cap for the first call in the scope, ``None`` for the calls after it."""
+        return self.take_call()[0]
+
+    def take_call(self) -> tuple[int | None, PartialAnswer | None]:
+        """The planned cap and the partial answer to continue (:attr:`resume`) for the first
+        call in the scope; ``(None, None)`` for the calls after it."""
         with self._lock:
             self.calls += 1
-            return self.output_tokens if self.calls == 1 or self.managed else None
+            first = self.calls == 1
+            return (self.output_tokens if first or self.managed else None,
+                    self.resume if first else None)
 
-    def record(self, usage: Usage | None, finish_reason: str | None, output_cap: int | None
-               ) -> None:
+    def record(self, usage: Usage | None, finish_reason: str | None, output_cap: int | None,
+               *, answer: PartialAnswer | None = None, continued: bool = False) -> None:
         """Note a settled model call: its provider usage (``None`` if it reported none; then
-        its ``output_cap`` is taken as used) and finish reason (``"length"`` = cut at its cap).
+        its ``output_cap`` is taken as used), finish reason (``"length"`` = cut at its cap),
+        and, for a call cut at its cap, the partial ``answer`` it leaves (the whole answer so
+        far when it ``continued`` one).
         """
         used = usage.completion_tokens if usage is not None else (output_cap or 0)
         with self._lock:
-            self.outcomes.append(CallOutcome(used, finish_reason))
+            self.outcomes.append(CallOutcome(used, finish_reason, answer, continued))
 
     @property
     def cut(self) -> bool:
@@ -139,6 +155,15 @@ class BudgetScope:
 
 
 @dataclass(frozen=True)
+class PartialAnswer:
+    """A partial answer left by a call cut at its cap: its visible ``text`` and the
+    ``reasoning`` returned separately (empty if none)."""
+
+    text: str = ""
+    reasoning: str = ""
+
+
+@dataclass(frozen=True)
 class CallOutcome:
     """How one model call in a budget scope ended.
 
@@ -146,10 +171,17 @@ class CallOutcome:
         output_tokens: output tokens it generated (reasoning included, as the provider
             reported; its cap when it reported none).
         finish_reason: the provider's finish reason (``"length"``: cut at its cap).
+        answer: the partial answer a call cut at its cap leaves, when the model records it
+            (:class:`~.chat_model.ChatClear` does; the callback handlers do not): the whole
+            answer so far, the continued part included.
+        continued: the call continued the scope's :attr:`BudgetScope.resume` (its
+            ``output_tokens`` are the new tokens only).
     """
 
     output_tokens: int
     finish_reason: str | None
+    answer: PartialAnswer | None = None
+    continued: bool = False
 
     @property
     def cut(self) -> bool:

@@ -1,6 +1,6 @@
 """Progressive mode through the LangChain adapters: ``with_budget(...).batch`` in rounds (cut
-inputs restarted with larger caps), ``clear_progress`` events, and the agent middleware's
-step-by-step calls; against the simulator over HTTP."""
+inputs continued where the provider can, or restarted with larger caps), ``clear_progress``
+events, and the agent middleware's step-by-step calls; against the simulator over HTTP."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from langchain.agents import create_agent
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
@@ -18,8 +19,10 @@ from clear_middleware import EmpiricalCurve, ShiftedSurge, StepPolicy
 from clear_middleware.estimators import StaticEstimator
 from clear_middleware.integrations.langchain import (
     BudgetExhaustedError,
+    BudgetScope,
     ChatClear,
     ClearBudgetMiddleware,
+    budget_scope,
     with_budget,
 )
 from clear_middleware.integrations.langchain.runnable import PROGRESS_EVENT
@@ -54,9 +57,9 @@ def _session(sim: SimulatorServer, chosen, budget: int, mode: str, **kwargs) -> 
                        estimator=StaticEstimator({"mix": _kind_curve(chosen)}), **kwargs)
 
 
-def _chain(session: BudgetSession):
-    return with_budget(PROMPT | ChatClear(session=session) | StrOutputParser(), session,
-                       kind="mix")
+def _chain(session: BudgetSession, *, streaming: bool = False, **kwargs):
+    return with_budget(PROMPT | ChatClear(session=session, streaming=streaming)
+                       | StrOutputParser(), session, kind="mix", **kwargs)
 
 
 def _inputs(chosen) -> list[dict[str, str]]:
@@ -118,16 +121,10 @@ def test_progressive_batch_beats_one_shot_when_a_kind_hides_hopeless_items(sim):
     assert [o.attempts for o in unfunded] == [1] * 8 + [1] + [0] * 6
 
 
-def test_progressive_batch_restarts_cut_inputs_with_larger_caps(sim):
-    # Six MATH items of one kind and a budget for about one and a half runs each: round 1
-    # sends every one with a 976-token step; two finish, four are cut. Round 2 restarts three
-    # of them with larger caps (a generic runnable cannot continue a partial answer: the cap
-    # is the tokens used plus the step); two finish there, one is cut again, and the last
-    # round prices the two left out.
+def _restarted(sim: SimulatorServer, session: BudgetSession, **kwargs) -> None:
     chosen = SHORT[:6]
-    session = _session(sim, chosen, 10_000, "progressive")
     start = _next_seq(sim)
-    outputs = _chain(session).batch(_inputs(chosen), config={"max_concurrency": 4})
+    outputs = _chain(session, **kwargs).batch(_inputs(chosen), config={"max_concurrency": 4})
     served = _served_since(sim, start)
     _check_ledger(session, served, 10_000)
     assert session.remaining().spent_tokens == 8_987
@@ -148,6 +145,137 @@ def test_progressive_batch_restarts_cut_inputs_with_larger_caps(sim):
     assert _finished(outputs) == [0, 1, 2, 3]
     assert [(o.index, o.status, o.attempts) for o in outputs[4:]] == [
         (4, "unfunded", 2), (5, "unfunded", 1)]
+
+
+def test_progressive_batch_restarts_cut_inputs_with_larger_caps(sim):
+    # Six MATH items of one kind and a budget for about one and a half runs each: round 1
+    # sends every one with a 976-token step; two finish, four are cut. Round 2 restarts three
+    # of them with larger caps (continuation=False: the cap is the tokens used plus the step,
+    # the partial answer generated again); two finish there, one is cut again, and the last
+    # round prices the two left out.
+    session = _session(sim, SHORT[:6], 10_000, "progressive")
+    assert session.continuation == "continue_final"
+    _restarted(sim, session, continuation=False)
+
+
+def test_a_session_that_restarts_makes_the_batch_restart(sim):
+    # The same batch on a session told to restart (its provider cannot continue): with_budget
+    # restarts too, by default, with the same calls.
+    session = _session(sim, SHORT[:6], 10_000, "progressive", continuation="restart")
+    assert _chain(session).continuation is False
+    _restarted(sim, session)
+
+
+# The same six items and budget, continued (the default with ChatClear on a provider that can):
+# round 0 as above; round 1 sends two of the four cut inputs a 496-token step continuing their
+# partial answers (each re-reads its 976 tokens as prompt), round 2 the other two. All four
+# finish: their runs end where the restarted runs end (1,136 and 1,124 tokens) and the two
+# the restarts priced out finish too (1,416 and 1,442), for 2,062 tokens less.
+CONTINUED_CALLS = {
+    0: [(976, 703, "stop", 0)],
+    1: [(976, 848, "stop", 0)],
+    2: [(976, 976, "length", 0), (496, 160, "stop", 976)],
+    3: [(976, 976, "length", 0), (496, 148, "stop", 976)],
+    4: [(976, 976, "length", 0), (496, 440, "stop", 976)],
+    5: [(976, 976, "length", 0), (496, 466, "stop", 976)],
+}
+# (round, index, status, cap sent, tokens used, attempts), sorted within each round.
+CONTINUED_EVENTS = [
+    (0, 0, "done", 976, 703, 1), (0, 1, "done", 976, 848, 1), (0, 2, "cut", 976, 976, 1),
+    (0, 3, "cut", 976, 976, 1), (0, 4, "cut", 976, 976, 1), (0, 5, "cut", 976, 976, 1),
+    (1, 2, "done", 496, 1136, 2), (1, 3, "done", 496, 1124, 2),
+    (2, 4, "done", 496, 1416, 2), (2, 5, "done", 496, 1442, 2),
+]
+
+
+@pytest.mark.parametrize(("is_async", "streaming"), [(False, False), (True, False),
+                                                     (True, True)])
+async def test_progressive_batch_continues_cut_inputs(sim, is_async, streaming):
+    chosen = SHORT[:6]
+    session = _session(sim, chosen, 10_000, "progressive")
+    budgeted = _chain(session, streaming=streaming)
+    assert budgeted.continuation is True
+    handler = _Events() if is_async else _SyncEvents()
+    config = {"max_concurrency": 4, "callbacks": [handler]}
+    start = _next_seq(sim)
+    outputs = (await budgeted.abatch(_inputs(chosen), config=config) if is_async
+               else budgeted.batch(_inputs(chosen), config=config))
+    served = _served_since(sim, start)
+    _check_ledger(session, served, 10_000)
+    assert session.remaining().spent_tokens == 6_925
+    calls: dict[int, list[tuple[int, int, str, int]]] = {}
+    for r in served:
+        calls.setdefault(chosen.index(r.item), []).append(
+            (r.requested_cap, r.completion_tokens, r.finish_reason, r.already_tokens))
+    assert calls == CONTINUED_CALLS
+    # A continued call goes on with the same run (the server saw the partial answer).
+    for index in (2, 3, 4, 5):
+        assert len({r.run_id for r in served if r.item == chosen[index]}) == 1
+    assert sorted(_rows(handler.events)) == CONTINUED_EVENTS
+    # The chain's parser saw each whole answer.
+    assert _finished(outputs) == list(range(6))
+    # Each continued call reserved its prompt (24 tokens + a 12-token margin), the partial
+    # answer it re-reads (976 tokens) and its step, and was charged what the server reported.
+    statement = [(e.kind, e.tokens) for e in session.statement()]
+    assert sorted(t for k, t in statement if k == "reserve") == [1012] * 6 + [1497] * 4
+    assert sorted(t for k, t in statement if k == "commit") == [
+        176, 188, 468, 494, 727, 872, 1000, 1000, 1000, 1000]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_chat_clear_continues_the_partial_answer_in_its_scope(sim, streaming):
+    # One call cut inside its visible answer, then a call continuing it in a scope that
+    # carries the partial answer: the message is the whole answer, as one uncut call gives.
+    session = _session(sim, SHORT[:1], 5_000, "progressive")
+    llm = ChatClear(session=session, streaming=streaming)
+    messages = PROMPT.invoke(_inputs(SHORT[:1])[0])
+    start = _next_seq(sim)
+    whole = llm.invoke(messages, max_tokens=1024)
+    with budget_scope(BudgetScope(session, output_tokens=698)) as cut_scope:
+        cut = llm.invoke(messages)
+    [outcome] = cut_scope.outcomes
+    assert (outcome.output_tokens, outcome.finish_reason, outcome.continued) == (
+        698, "length", False)
+    assert outcome.answer is not None and outcome.answer.text == cut.content == (
+        "The final answer is $\\")
+    with budget_scope(BudgetScope(session, output_tokens=100,
+                                  resume=outcome.answer)) as scope:
+        rest = llm.invoke(messages)
+    assert [(o.output_tokens, o.finish_reason, o.answer, o.continued)
+            for o in scope.outcomes] == [(5, "stop", None, True)]
+    assert rest.content == whole.content == "The final answer is $\\boxed{4}$."
+    assert (rest.additional_kwargs["reasoning_content"]
+            == whole.additional_kwargs["reasoning_content"])
+    assert rest.usage_metadata["input_tokens"] == 33 and rest.usage_metadata[
+        "output_tokens"] == 5
+    served = _served_since(sim, start)
+    assert [(r.requested_cap, r.completion_tokens, r.finish_reason, r.already_tokens)
+            for r in served] == [(1024, 703, "stop", 0), (698, 698, "length", 0),
+                                 (100, 5, "stop", 698)]
+    assert len({r.run_id for r in served}) == 1
+    _check_ledger(session, served, 5_000)
+    # The continued call reserved prompt + re-read partial answer (698) + its cap (100).
+    assert [(e.kind, e.tokens) for e in session.statement()] == [
+        ("reserve", 1060), ("commit", 727), ("reserve", 734), ("commit", 722),
+        ("reserve", 834), ("commit", 38)]
+
+
+def test_with_budget_continues_only_chat_clear_on_a_provider_that_can(sim):
+    session = _session(sim, SHORT[:1], 5_000, "progressive")
+    llm = ChatClear(session=session)
+    assert with_budget(PROMPT | llm.bind(temperature=0.0) | StrOutputParser(),
+                       session).continuation is True
+    fake = GenericFakeChatModel(messages=iter([]))
+    # Another chat model, or a model the traversal cannot see: restarts.
+    for chain in (PROMPT | fake, PROMPT | {"a": llm, "b": fake},
+                  RunnableLambda(lambda v: (PROMPT | llm).invoke(v))):
+        assert with_budget(chain, session).continuation is False
+        with pytest.raises(ValueError, match="continuation=True needs"):
+            with_budget(chain, session, continuation=True)
+    assert with_budget(PROMPT | llm, session, continuation=False).continuation is False
+    restarting = _session(sim, SHORT[:1], 5_000, "progressive", continuation="restart")
+    with pytest.raises(ValueError, match="its continuation is 'restart'"):
+        with_budget(PROMPT | llm, restarting, continuation=True)
 
 
 class _Events(AsyncCallbackHandler):
@@ -369,3 +497,44 @@ async def test_agents_sharing_a_session_re_quote_each_step_at_the_live_price(sim
         assert results[0]["messages"][-1].response_metadata["clear_budget"] == "wrap_up"
     assert [r["messages"][-1].content.startswith("The final answer is")
             for r in results][1:] == [True, True]
+
+
+def test_a_cut_call_that_left_nothing_to_continue_makes_the_batch_restart(sim):
+    # The bookkeeping between rounds: an input whose capped call recorded no partial answer
+    # (a chat model other than ChatClear, hidden from the traversal) cannot be continued, so
+    # the rest of the batch restarts; tokens of a continued call add to those before it.
+    from clear_middleware.integrations.langchain.runnable import _Attempt, _Rounds
+    from clear_middleware.integrations.langchain.scope import CallOutcome, PartialAnswer
+    from clear_middleware.session import StepPlan
+
+    session = _session(sim, SHORT[:1], 5_000, "progressive")
+    budgeted = _chain(session)
+    rounds = _Rounds(budgeted, 3)
+
+    def attempt(index, cap, outcome, resume=None):
+        scope = budgeted._scope(index, cap, resume)
+        scope.outcomes.append(outcome)
+        return rounds.apply(_Attempt(index, cap, scope, output=f"out{index}", resume=resume))
+
+    def plan(caps):
+        return StepPlan(0.5, (0,) * len(caps), caps, caps, caps, caps, caps, True, 1.0)
+
+    partial = PartialAnswer("", "thinking")
+    assert rounds.start([0, 1, 2], plan((500, 500, 500)))
+    assert attempt(0, 500, CallOutcome(500, "length", partial))["status"] == "cut"
+    assert attempt(2, 500, CallOutcome(500, "length", partial))["status"] == "cut"
+    assert rounds.continuing and rounds.partial[0] == partial
+    assert rounds.start([0, 2], plan((300, 300)))
+    assert rounds.moving == [(0, 300, partial), (2, 300, partial)]
+    # Continued and finished: its tokens add up.
+    event = attempt(0, 300, CallOutcome(120, "stop", None, True), resume=partial)
+    assert (event["status"], event["used_tokens"], event["output_tokens"]) == ("done", 620, 300)
+    assert rounds.outputs[0] == "out0"
+    # Given a partial answer, but the call did not continue it: the batch restarts from now.
+    event = attempt(2, 300, CallOutcome(300, "length"), resume=partial)
+    # It ran from the start under the step's cap: it goes on, restarted, from the 500 tokens
+    # it is known to need.
+    assert (event["status"], event["used_tokens"]) == ("cut", 500)
+    assert not rounds.continuing and rounds.partial == [None] * 3
+    assert rounds.start([1, 2], plan((900, 900)))
+    assert rounds.moving == [(1, 900, None), (2, 900, None)]
