@@ -16,26 +16,41 @@ at the session's current price.
 Progressive mode (``BudgetSession(..., mode="progressive")``): ``batch`` / ``abatch`` spend
 the batch in rounds instead. Each round the session plans a step for every input still going
 (:meth:`~clear_middleware.session.BudgetSession.plan_steps`: curves conditioned on the tokens
-each used without finishing, the price re-solved on what the ledger has left). A chain cannot
-continue a partial generation, so an input cut at its cap (finish reason ``"length"``, as the
-model call reported it to the budget scope) is *restarted* with a larger cap (the tokens it used
-plus its step; the step is priced with the regenerated tokens as its fee). An input whose call
-finishes gets the chain's output; one priced out (or at its largest output) gets the
-``unfunded`` result in place, as does one whose call the ledger refuses. Every attempt is
-reserved and settled like any call, so the budget holds. Progressive batches are meant for
-chains with one model call per input (the planned cap goes to the first call in the scope).
+each used without finishing, the price re-solved on what the ledger has left). An input cut at
+its cap (finish reason ``"length"``, as the model call reported it to the budget scope) goes on
+next round:
+
+- *continued*, when every chat model ``with_budget`` can reach is a
+  :class:`~.chat_model.ChatClear` and the session's provider can continue a partial answer
+  (``session.continuation`` is not ``"restart"``; ``with_budget(..., continuation=...)``
+  overrides: ``False`` restarts, ``True`` insists). The cut call left its partial answer in the
+  scope (:class:`~.scope.CallOutcome`); the next round's scope carries it
+  (:attr:`~.scope.BudgetScope.resume`) and ChatClear sends the continuation request capped at
+  the step, reserving the prompt, the re-read partial answer and the step, and answers with the
+  partial text followed by the new text. Rounds are planned with ``continuation=True`` (the
+  re-read partial answer as the step's fee); an input's used tokens are the sum of its steps.
+  Should a capped call leave nothing to continue (a model hidden from the traversal), the rest
+  of the batch restarts;
+- otherwise *restarted* with a larger cap (the tokens it used plus its step; the step is priced
+  with the regenerated tokens as its fee).
+
+An input whose call finishes gets the chain's output; one priced out (or at its largest output)
+gets the ``unfunded`` result in place, as does one whose call the ledger refuses. Every attempt
+is reserved and settled like any call, so the budget holds. Progressive batches are meant for
+chains with one model call per input (the planned cap, and the partial answer to continue, go
+to the first call in the scope).
 
 Progress: a progressive batch opens one chain run (named like the runnable) and dispatches a
 LangChain custom event :data:`PROGRESS_EVENT` (``"clear_progress"``) after every attempt and,
-at the end, for every input priced out, with data ``{"session_id", "index", "round",
-"status", "output_tokens", "used_tokens", "attempts", "price"}``: ``status`` is ``"done"``
-(finished: its output is the chain's), ``"cut"`` (cut at its cap: goes on next round),
-``"refused"`` (the ledger refused it: unfunded), ``"error"`` (raised, with
-``return_exceptions=True``) or ``"unfunded"`` (priced out at the end); ``output_tokens`` is
-the cap the attempt was sent with (0 for ``"unfunded"``), ``used_tokens`` the output tokens
-it generated, ``price`` the round's shadow price. Receive them with a callback handler's
-``on_custom_event`` (``config={"callbacks": [handler]}``), or as ``on_custom_event`` events
-of ``astream_events`` on a runnable that calls the batch.
+at the end, for every input priced out, with data ``{"session_id", "index", "round", "status",
+"output_tokens", "used_tokens", "attempts", "price"}``: ``status`` is ``"done"`` (finished: its
+output is the chain's), ``"cut"`` (cut at its cap: goes on next round), ``"refused"`` (the
+ledger refused it: unfunded), ``"error"`` (raised, with ``return_exceptions=True``) or
+``"unfunded"`` (priced out at the end); ``output_tokens`` is the cap the attempt was sent with
+(a continued attempt's step; 0 for ``"unfunded"``), ``used_tokens`` the output tokens its run
+has generated so far, ``price`` the round's shadow price. Receive them with a callback
+handler's ``on_custom_event`` (``config={"callbacks": [handler]}``), or as ``on_custom_event``
+events of ``astream_events`` on a runnable that calls the batch.
 
 How the cap reaches the model:
 
@@ -283,7 +298,8 @@ class BudgetedRunnable(Runnable[Input, Output | SubtaskResult]):
         Inputs the plan abandons are planned again once the funded ones have settled (see
         :meth:`_waves`); those still abandoned get the ``unfunded`` result. Concurrency
         follows ``config["max_concurrency"]`` as in any LangChain batch. In progressive mode
-        the batch is spent in rounds, restarting cut inputs with larger caps, and dispatches
+        the batch is spent in rounds, continuing cut inputs (or restarting them with larger
+        caps), and dispatches
         ``clear_progress`` events (see the module docstring).
         """
         if not inputs:
