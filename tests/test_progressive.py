@@ -109,10 +109,16 @@ def test_session_progressive_continues_the_same_run_within_budget():
     from clear_middleware.estimators import StaticEstimator
 
     kind = EmpiricalCurve(grid, [np.clip((grid - 500) / 8000, 0, 0.9)])
+
+    class Recording(StaticEstimator):
+        def observe(self, observation):
+            seen.append(observation)
+
+    seen = []
     with SimulatorServer() as sim:
         session = BudgetSession(
             budget_tokens=30_000, model="openai/deepscaler-1.5b", mode="progressive",
-            estimator=StaticEstimator(default=kind), max_output_tokens=16384,
+            estimator=Recording(default=kind), max_output_tokens=16384,
             step_policy=StepPolicy(kind="chunk", chunk_tokens=1024, min_tokens=256),
             api_base=sim.base_url, api_key="sim")
         assert session.continuation == "continue_final"
@@ -127,6 +133,17 @@ def test_session_progressive_continues_the_same_run_within_budget():
         assert balance.spent_tokens <= 30_000
         assert result.usage.completion_tokens == sum(r.completion_tokens for r in served)
         assert steps[-1][1] == sum(r.completion_tokens for r in served)
+        # The estimator learns the run as a whole: each observation is the run so far, under
+        # the total cap reached; only the last one finished.
+        totals = np.cumsum([r.completion_tokens for r in served]).tolist()
+        caps = np.cumsum([r.requested_cap for r in served]).tolist()
+        assert [(o.completion_tokens, o.cap, o.finished) for o in seen] == [
+            (t, c, k == len(served) - 1) for k, (t, c) in enumerate(zip(totals, caps, strict=True))]
+        # A continued call's prompt re-reads the partial answer: the prompt margin compares
+        # the reported prompt with the prompt plus that answer, so it keeps its prior (1.5x
+        # before 5 calls); taking the re-read answer for an estimation error would multiply it.
+        assert served[-1].prompt_tokens > 1000
+        assert session.prompt_margin.reserve_tokens(session.model, 100) == 150
 
 
 def test_progressive_mode_needs_a_token_budget():

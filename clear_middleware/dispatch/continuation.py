@@ -68,6 +68,16 @@ class ContinuedRequest:
     extra: dict[str, Any]
 
 
+def reread_tokens(request: ContinuedRequest, messages: Sequence[Mapping[str, Any]],
+                  model: str) -> int:
+    """Prompt tokens ``request`` adds to ``messages``: the partial answer it sends back (text
+    and reasoning, re-read by the model and billed as prompt) and its message framing."""
+    from ..tokens import count_message_tokens
+
+    return max(count_message_tokens(request.messages, model)
+               - count_message_tokens(list(messages), model), 0)
+
+
 def continue_request(
     family: Continuation, messages: Sequence[Mapping[str, Any]], partial: str,
     reasoning: str = "",

@@ -460,9 +460,11 @@ class BudgetSession:
         self._settled_calls[ticket.call_id] = (ticket.kind, ticket.hint)
         if len(self._settled_calls) > _MAX_REMEMBERED_CALLS:
             self._settled_calls.pop(next(iter(self._settled_calls)))
+        # A call continuing a run is the run so far plus this call (the estimator's unit).
         self.estimator.observe(CallObservation(
             call_id=ticket.call_id, kind=ticket.kind, model=self.provider_model,
-            cap=ticket.output_tokens, completion_tokens=usage.completion_tokens,
+            cap=ticket.already_tokens + ticket.output_tokens,
+            completion_tokens=ticket.already_tokens + usage.completion_tokens,
             finished=finish_reason != "length", hint=ticket.hint, digest=ticket.digest,
         ))
 
@@ -859,16 +861,24 @@ class BudgetSession:
             )
 
     async def _asettle(
-        self, item: _Item, call_id: str, completion: Completion, output_tokens: int
+        self, item: _Item, call_id: str, completion: Completion, output_tokens: int, *,
+        already_tokens: int = 0, reread_tokens: int = 0,
     ) -> None:
+        """Commit a call's reported usage and learn from it; ``already_tokens``: output of the
+        run's earlier calls this one continued, ``reread_tokens``: their text re-sent as
+        prompt (both tokens, >= 0)."""
         usage = completion.usage
         if usage is None:
             logger.warning("call %s returned no usage: charged at its reservation", call_id)
             await self.ledger.acommit(self.session_id, call_id, None)
             return
         await self.ledger.acommit(self.session_id, call_id, Amount.of_usage(usage, self.price))
-        self._observe(self._ticket(item, call_id, output_tokens), usage,
-                      completion.finish_reason)
+        ticket = self._ticket(item, call_id, output_tokens)
+        if already_tokens or reread_tokens:
+            ticket = dataclasses.replace(
+                ticket, prompt_estimate=ticket.prompt_estimate + reread_tokens,
+                already_tokens=already_tokens)
+        self._observe(ticket, usage, completion.finish_reason)
 
     async def _unfunded(
         self, item: _Item, price: float | None, call_kwargs: dict[str, Any]

@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..dispatch.continuation import Continuation, continue_request
+from ..dispatch.continuation import Continuation, continue_request, reread_tokens
 from ..dispatch.provider_settings import provider_settings
 from ..ledger import Amount, BudgetExceeded
-from ..tokens import count_text_tokens
 from ..usage import Usage
 from .results import SubtaskResult
 
@@ -108,8 +107,8 @@ async def _astep(
     restart = continuation == "restart"
     request = continue_request("restart" if restart else continuation, item.subtask.message_list,
                                run.text, run.reasoning)
-    reread = 0 if restart else count_text_tokens(run.reasoning + run.text,
-                                                  session.provider_model)
+    reread = 0 if restart else reread_tokens(request, item.subtask.message_list,
+                                              session.provider_model)
     new_cap = run.used + step if restart else step
     call_id = session._call_id(item, len(run.call_ids))
     amount = Amount.for_call(item.prompt_reserve + reread, new_cap, session.price)
@@ -126,7 +125,8 @@ async def _astep(
         await session.ledger.arelease(session.session_id, call_id)
         run.error = f"{type(error).__name__}: {error}"[:500]
         return
-    await session._asettle(item, call_id, completion, new_cap)
+    await session._asettle(item, call_id, completion, new_cap,
+                           already_tokens=0 if restart else run.used, reread_tokens=reread)
     usage = completion.usage or Usage(0, new_cap, 0)
     run.usage = Usage(run.usage.prompt_tokens + usage.prompt_tokens,
                       run.usage.completion_tokens + usage.completion_tokens,

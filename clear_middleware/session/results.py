@@ -172,6 +172,9 @@ class CallTicket:
         kind, hint: from the call's subtask, for the curve estimator.
         digest: the subtask's :attr:`~clear_middleware.subtask.Subtask.digest` (per-prompt
             estimators match the settled call to their prediction with it).
+        already_tokens: output tokens the run generated in earlier calls that this call
+            continues (>= 0): the estimator learns from the whole run, ``already_tokens``
+            plus this call's, under a cap of ``already_tokens + output_tokens``.
     """
 
     call_id: str
@@ -181,6 +184,7 @@ class CallTicket:
     kind: str | None = None
     hint: str | None = None
     digest: str | None = None
+    already_tokens: int = 0
 
     @property
     def reserved_tokens(self) -> int:

@@ -67,12 +67,16 @@ def message_text(content: Any) -> str:
 
 
 def count_prompt_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
-    """Prompt tokens of a chat request, with OpenAI's per-message framing."""
+    """Prompt tokens of a chat request, with OpenAI's per-message framing. The reasoning of
+    an assistant message sent back to be continued (``reasoning_content``) is read again by
+    the model, so it is prompt too."""
     total = TOKENS_REPLY_PRIMING
     for message in messages:
         total += TOKENS_PER_MESSAGE
         total += count_tokens(str(message.get("role", "")))
         total += count_tokens(message_text(message.get("content")))
+        if message.get("reasoning_content"):
+            total += count_tokens(str(message["reasoning_content"]))
         if message.get("name"):
             total += TOKENS_PER_NAME + count_tokens(str(message["name"]))
     return total

@@ -49,9 +49,8 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from clear_middleware.dispatch import provider_settings
 from clear_middleware.dispatch.client import Completion, LiteLLMClient
-from clear_middleware.dispatch.continuation import continue_request
+from clear_middleware.dispatch.continuation import continue_request, reread_tokens
 from clear_middleware.session import BudgetSession, CallTicket, Subtask
-from clear_middleware.tokens import count_text_tokens
 from clear_middleware.usage import Usage
 
 from ._convert import CAP_PARAMETERS, openai_messages, output_cap
@@ -96,7 +95,9 @@ class _Call:
         answer = None
         if finish_reason == "length":  # cut: leave the whole answer so far to continue
             prefix = self.resume or PartialAnswer()
-            answer = PartialAnswer(prefix.text + text, prefix.reasoning + reasoning)
+            new = usage.completion_tokens if usage is not None else (self.output_tokens or 0)
+            answer = PartialAnswer(prefix.text + text, prefix.reasoning + reasoning,
+                                   prefix.tokens + new)
         self.scope.record(usage, finish_reason, self.output_tokens, answer=answer,
                           continued=self.resume is not None)
 
@@ -107,7 +108,8 @@ class _Call:
             return ticket
         return replace(ticket, prompt_estimate=ticket.prompt_estimate + self.reread,
                        prompt_tokens=ticket.prompt_tokens + self.reread,
-                       output_tokens=ticket.output_tokens - self.reread)
+                       output_tokens=ticket.output_tokens - self.reread,
+                       already_tokens=self.resume.tokens if self.resume else 0)
 
     def settings(self, output_tokens: int | None) -> dict[str, Any]:
         if output_tokens is None:
@@ -285,7 +287,7 @@ class ChatClear(BaseChatModel):
                 if isinstance(value, dict) and isinstance(extra.get(name), dict):
                     value = {**extra[name], **value}
                 extra[name] = value
-            reread = count_text_tokens(resume.reasoning + resume.text, session.provider_model)
+            reread = reread_tokens(request, oa_messages, session.provider_model)
         kind = scope.kind if scope is not None else None
         return _Call(
             model=model, messages=sent, tools=tools, extra=extra,

@@ -156,11 +156,13 @@ class BudgetScope:
 
 @dataclass(frozen=True)
 class PartialAnswer:
-    """A partial answer left by a call cut at its cap: its visible ``text`` and the
-    ``reasoning`` returned separately (empty if none)."""
+    """A partial answer left by a call cut at its cap: its visible ``text``, the
+    ``reasoning`` returned separately (empty if none), and the output ``tokens`` generated so
+    far (as the provider reported them)."""
 
     text: str = ""
     reasoning: str = ""
+    tokens: int = 0
 
 
 @dataclass(frozen=True)

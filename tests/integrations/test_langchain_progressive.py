@@ -168,23 +168,25 @@ def test_a_session_that_restarts_makes_the_batch_restart(sim):
 
 # The same six items and budget, continued (the default with ChatClear on a provider that can):
 # round 0 as above; round 1 sends two of the four cut inputs a 496-token step continuing their
-# partial answers (each re-reads its 976 tokens as prompt), round 2 the other two. All four
-# finish: their runs end where the restarted runs end (1,136 and 1,124 tokens) and the two
-# the restarts priced out finish too (1,416 and 1,442), for 2,062 tokens less.
+# partial answers, and both finish where the restarted runs end (1,136 and 1,124 tokens); round
+# 2 continues a third with the 64 tokens left after its re-read. Each continued call re-reads
+# its 976-token partial answer as prompt, so in a token budget continuing costs what
+# restarting costs (8,983 tokens here, 8,987 restarted): the same four inputs finish. (Under a
+# USD cap re-read prompt tokens cost less than output.)
 CONTINUED_CALLS = {
     0: [(976, 703, "stop", 0)],
     1: [(976, 848, "stop", 0)],
     2: [(976, 976, "length", 0), (496, 160, "stop", 976)],
     3: [(976, 976, "length", 0), (496, 148, "stop", 976)],
-    4: [(976, 976, "length", 0), (496, 440, "stop", 976)],
-    5: [(976, 976, "length", 0), (496, 466, "stop", 976)],
+    4: [(976, 976, "length", 0), (64, 64, "length", 976)],
+    5: [(976, 976, "length", 0)],
 }
 # (round, index, status, cap sent, tokens used, attempts), sorted within each round.
 CONTINUED_EVENTS = [
     (0, 0, "done", 976, 703, 1), (0, 1, "done", 976, 848, 1), (0, 2, "cut", 976, 976, 1),
     (0, 3, "cut", 976, 976, 1), (0, 4, "cut", 976, 976, 1), (0, 5, "cut", 976, 976, 1),
     (1, 2, "done", 496, 1136, 2), (1, 3, "done", 496, 1124, 2),
-    (2, 4, "done", 496, 1416, 2), (2, 5, "done", 496, 1442, 2),
+    (2, 4, "cut", 64, 1040, 2), (3, 4, "unfunded", 0, 1040, 2), (3, 5, "unfunded", 0, 976, 1),
 ]
 
 
@@ -202,24 +204,25 @@ async def test_progressive_batch_continues_cut_inputs(sim, is_async, streaming):
                else budgeted.batch(_inputs(chosen), config=config))
     served = _served_since(sim, start)
     _check_ledger(session, served, 10_000)
-    assert session.remaining().spent_tokens == 6_925
+    assert session.remaining().spent_tokens == 8_983
     calls: dict[int, list[tuple[int, int, str, int]]] = {}
     for r in served:
         calls.setdefault(chosen.index(r.item), []).append(
             (r.requested_cap, r.completion_tokens, r.finish_reason, r.already_tokens))
     assert calls == CONTINUED_CALLS
     # A continued call goes on with the same run (the server saw the partial answer).
-    for index in (2, 3, 4, 5):
+    for index in (2, 3, 4):
         assert len({r.run_id for r in served if r.item == chosen[index]}) == 1
     assert sorted(_rows(handler.events)) == CONTINUED_EVENTS
     # The chain's parser saw each whole answer.
-    assert _finished(outputs) == list(range(6))
+    assert _finished(outputs) == [0, 1, 2, 3]
     # Each continued call reserved its prompt (24 tokens + a 12-token margin), the partial
-    # answer it re-reads (976 tokens) and its step, and was charged what the server reported.
+    # answer it re-reads with its message framing (980 tokens) and its step, and was charged
+    # what the server reported.
     statement = [(e.kind, e.tokens) for e in session.statement()]
-    assert sorted(t for k, t in statement if k == "reserve") == [1012] * 6 + [1497] * 4
+    assert sorted(t for k, t in statement if k == "reserve") == [1012] * 6 + [1069, 1501, 1501]
     assert sorted(t for k, t in statement if k == "commit") == [
-        176, 188, 468, 494, 727, 872, 1000, 1000, 1000, 1000]
+        727, 872, 1000, 1000, 1000, 1000, 1068, 1152, 1164]
 
 
 @pytest.mark.parametrize("streaming", [False, True])
@@ -246,7 +249,7 @@ def test_chat_clear_continues_the_partial_answer_in_its_scope(sim, streaming):
     assert rest.content == whole.content == "The final answer is $\\boxed{4}$."
     assert (rest.additional_kwargs["reasoning_content"]
             == whole.additional_kwargs["reasoning_content"])
-    assert rest.usage_metadata["input_tokens"] == 33 and rest.usage_metadata[
+    assert rest.usage_metadata["input_tokens"] == 726 and rest.usage_metadata[
         "output_tokens"] == 5
     served = _served_since(sim, start)
     assert [(r.requested_cap, r.completion_tokens, r.finish_reason, r.already_tokens)
@@ -254,10 +257,11 @@ def test_chat_clear_continues_the_partial_answer_in_its_scope(sim, streaming):
                                  (100, 5, "stop", 698)]
     assert len({r.run_id for r in served}) == 1
     _check_ledger(session, served, 5_000)
-    # The continued call reserved prompt + re-read partial answer (698) + its cap (100).
+    # The continued call reserved prompt + re-read partial answer (698 tokens, 702 with its
+    # message framing) + its cap (100), and was charged the 726 prompt tokens the server read.
     assert [(e.kind, e.tokens) for e in session.statement()] == [
         ("reserve", 1060), ("commit", 727), ("reserve", 734), ("commit", 722),
-        ("reserve", 834), ("commit", 38)]
+        ("reserve", 838), ("commit", 731)]
 
 
 def test_with_budget_continues_only_chat_clear_on_a_provider_that_can(sim):
