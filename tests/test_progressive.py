@@ -230,7 +230,16 @@ def test_quote_step_restarts_with_larger_caps_and_stops_at_the_limit():
     # Held back for a final answer, and shared with the calls still expected: never more.
     held = session.quote_step("What is 2 + 2?", used_tokens=1024, expected_calls=3,
                               final_answer_tokens=256)
-    assert held.held_tokens > 256 and held.output_tokens <= 1536
+    assert held.held_tokens > 256
+    # A restart regenerating 1,024 tokens steps at least as far as it regenerates (fee_ratio
+    # 1: the 512-token chunk would pay twice its size in fees): to the limit.
+    assert (held.step_tokens, held.output_tokens) == (1024, 2048)
+    small = BudgetSession(budget_tokens=20_000, model="openai/o4-mini", mode="progressive",
+                          max_output_tokens=4096,
+                          step_policy=StepPolicy(kind="chunk", chunk_tokens=512, fee_ratio=0))
+    assert small.quote_step("What is 2 + 2?", used_tokens=1024).step_tokens == 512
+    with pytest.raises(ValueError, match="fee_ratio must be a finite number >= 0"):
+        StepPolicy(fee_ratio=-1)
 
 
 def test_expected_spend_pricing_funds_runs_that_usually_finish_early():

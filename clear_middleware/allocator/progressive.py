@@ -61,12 +61,18 @@ class StepPolicy:
         chunk_tokens: tokens per round (``"chunk"``), >= 1.
         min_tokens: smallest step (tokens, >= 1): below it a round costs more in latency than
             it reveals.
+        fee_ratio: each step is at least ``fee_ratio`` times the fee it pays besides its new
+            tokens (>= 0): the partial answer a continued call re-reads, or a restart
+            regenerates, plus the prompt. Steps then grow geometrically with a run's tokens, so
+            the fees of all its rounds stay within ``1 / fee_ratio`` of its output (0 = no
+            floor).
     """
 
     kind: Literal["fraction", "chunk", "tangent"] = "fraction"
     fraction: float = 0.5
     chunk_tokens: int = 1024
     min_tokens: int = 256
+    fee_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("fraction", "chunk", "tangent"):
@@ -75,13 +81,16 @@ class StepPolicy:
             raise ValueError(f"fraction must be in (0, 1]; got {self.fraction!r}")
         non_negative_int("chunk_tokens", self.chunk_tokens, minimum=1)
         non_negative_int("min_tokens", self.min_tokens, minimum=1)
+        if not (isinstance(self.fee_ratio, int | float) and 0 <= self.fee_ratio < float("inf")):
+            raise ValueError(f"fee_ratio must be a finite number >= 0; got {self.fee_ratio!r}")
 
     def steps(
         self, targets: NDArray[np.int64], granularity: int,
-        tangent: NDArray[np.float64] | None = None,
+        tangent: NDArray[np.float64] | None = None, fees: NDArray[np.float64] | None = None,
     ) -> NDArray[np.int64]:
-        """Tokens to advance each run by, given its remaining target (0 = stop) and, for the
-        ``"tangent"`` rule, its most efficient next stop (remaining tokens)."""
+        """Tokens to advance each run by, given its remaining target (0 = stop), for the
+        ``"tangent"`` rule its most efficient next stop (remaining tokens), and the fee each
+        run's next call pays besides its new tokens (tokens)."""
         if self.kind == "chunk":
             raw = np.full(targets.shape, float(self.chunk_tokens))
         elif self.kind == "tangent":
@@ -91,6 +100,8 @@ class StepPolicy:
         else:
             raw = np.ceil(self.fraction * targets)
         raw = np.maximum(raw, self.min_tokens)
+        if fees is not None:
+            raw = np.maximum(raw, self.fee_ratio * np.asarray(fees, dtype=np.float64))
         step = np.ceil(raw / granularity) * granularity
         return np.where(targets > 0, np.minimum(step, targets), 0).astype(np.int64)
 
@@ -169,7 +180,7 @@ def plan_round(
     else:
         targets, tangent, price, utility = _cap_targets(
             curves, finish, used, room, sunk, float(budget), g, policy.kind == "tangent")
-    steps = policy.steps(targets, g, tangent)
+    steps = policy.steps(targets, g, tangent, sunk)
     cost = np.where(steps > 0, steps + np.ceil(sunk).astype(np.int64), 0)
     if cost.sum() > budget:
         steps = _fit_steps(curves, finish, used, steps, cost, sunk, float(budget))

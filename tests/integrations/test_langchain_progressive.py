@@ -135,8 +135,8 @@ def _restarted(sim: SimulatorServer, session: BudgetSession, **kwargs) -> None:
     assert calls == {
         0: [(976, 703, "stop")],
         1: [(976, 848, "stop")],
-        2: [(976, 976, "length"), (1472, 1136, "stop")],
-        3: [(976, 976, "length"), (1472, 1124, "stop")],
+        2: [(976, 976, "length"), (1952, 1136, "stop")],
+        3: [(976, 976, "length"), (1952, 1124, "stop")],
         4: [(976, 976, "length"), (1056, 1056, "length")],
         5: [(976, 976, "length")],
     }
@@ -151,7 +151,8 @@ def test_progressive_batch_restarts_cut_inputs_with_larger_caps(sim):
     # Six MATH items of one kind and a budget for about one and a half runs each: round 1
     # sends every one with a 976-token step; two finish, four are cut. Round 2 restarts three
     # of them with larger caps (continuation=False: the cap is the tokens used plus the step,
-    # the partial answer generated again); two finish there, one is cut again, and the last
+    # the partial answer generated again; a step is at least what it regenerates, so two get
+    # 976 more and the third what is left); two finish there, one is cut again, and the last
     # round prices the two left out.
     session = _session(sim, SHORT[:6], 10_000, "progressive")
     assert session.continuation == "continue_final"
@@ -167,17 +168,18 @@ def test_a_session_that_restarts_makes_the_batch_restart(sim):
 
 
 # The same six items and budget, continued (the default with ChatClear on a provider that can):
-# round 0 as above; round 1 sends two of the four cut inputs a 496-token step continuing their
-# partial answers, and both finish where the restarted runs end (1,136 and 1,124 tokens); round
-# 2 continues a third with the 64 tokens left after its re-read. Each continued call re-reads
+# round 0 as above; round 1 sends two of the four cut inputs a 976-token step (at least what it
+# re-reads: fee_ratio 1) continuing their partial answers, and both finish where the restarted
+# runs end (1,136 and 1,124 tokens); round 2 continues a third with the 64 tokens left after
+# its re-read. Each continued call re-reads
 # its 976-token partial answer as prompt, so in a token budget continuing costs what
 # restarting costs (8,983 tokens here, 8,987 restarted): the same four inputs finish. (Under a
 # USD cap re-read prompt tokens cost less than output.)
 CONTINUED_CALLS = {
     0: [(976, 703, "stop", 0)],
     1: [(976, 848, "stop", 0)],
-    2: [(976, 976, "length", 0), (496, 160, "stop", 976)],
-    3: [(976, 976, "length", 0), (496, 148, "stop", 976)],
+    2: [(976, 976, "length", 0), (976, 160, "stop", 976)],
+    3: [(976, 976, "length", 0), (976, 148, "stop", 976)],
     4: [(976, 976, "length", 0), (64, 64, "length", 976)],
     5: [(976, 976, "length", 0)],
 }
@@ -185,7 +187,7 @@ CONTINUED_CALLS = {
 CONTINUED_EVENTS = [
     (0, 0, "done", 976, 703, 1), (0, 1, "done", 976, 848, 1), (0, 2, "cut", 976, 976, 1),
     (0, 3, "cut", 976, 976, 1), (0, 4, "cut", 976, 976, 1), (0, 5, "cut", 976, 976, 1),
-    (1, 2, "done", 496, 1136, 2), (1, 3, "done", 496, 1124, 2),
+    (1, 2, "done", 976, 1136, 2), (1, 3, "done", 976, 1124, 2),
     (2, 4, "cut", 64, 1040, 2), (3, 4, "unfunded", 0, 1040, 2), (3, 5, "unfunded", 0, 976, 1),
 ]
 
@@ -220,7 +222,7 @@ async def test_progressive_batch_continues_cut_inputs(sim, is_async, streaming):
     # answer it re-reads with its message framing (980 tokens) and its step, and was charged
     # what the server reported.
     statement = [(e.kind, e.tokens) for e in session.statement()]
-    assert sorted(t for k, t in statement if k == "reserve") == [1012] * 6 + [1069, 1501, 1501]
+    assert sorted(t for k, t in statement if k == "reserve") == [1012] * 6 + [1069, 1981, 1981]
     assert sorted(t for k, t in statement if k == "commit") == [
         727, 872, 1000, 1000, 1000, 1000, 1068, 1152, 1164]
 
@@ -397,7 +399,8 @@ STEP_CURVE = ShiftedSurge(ceiling=0.9, threshold=500, rate=1 / 1500)
 def _agent_session(sim: SimulatorServer, budget: int) -> BudgetSession:
     return sim_session(sim, budget_tokens=budget, mode="progressive", max_output_tokens=8192,
                        estimator=StaticEstimator({"agent-step": STEP_CURVE}),
-                       step_policy=StepPolicy(kind="chunk", chunk_tokens=1024))
+                       # Fixed 1,024-token chunks (no floor at the regenerated tokens).
+                       step_policy=StepPolicy(kind="chunk", chunk_tokens=1024, fee_ratio=0))
 
 
 def _agent(session: BudgetSession, **kwargs):
