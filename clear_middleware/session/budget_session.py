@@ -121,8 +121,9 @@ class BudgetSession:
             rounds, re-pricing as runs reveal their lengths; needs ``budget_tokens``; see
             :mod:`clear_middleware.session.progressive`). Each continued step re-reads its
             partial answer as prompt (a restart generates it again), and a token budget
-            counts those tokens in full: through the simulator progressive beats one-shot
-            per-kind CLEAR at 2048 output tokens per item on 3 of 4 models and loses at 4096
+            counts those tokens in full: through the simulator progressive is ahead of or level
+            with one-shot per-kind CLEAR at 2048 output tokens per item on 3 of 4 models and
+            behind at 4096
             (``docs/benchmarks.md``); it pays off when budgets are scarce, and more where
             prompt tokens are cheap (USD budgets, cached prompts).
         step_policy: how far a run advances per round in progressive mode.
