@@ -123,9 +123,8 @@ class BudgetSession:
             partial answer as prompt (a restart generates it again), and a token budget
             counts those tokens in full: through the simulator progressive is ahead of or level
             with one-shot per-kind CLEAR at 2048 output tokens per item on 3 of 4 models and
-            behind at 4096
-            (``docs/benchmarks.md``); it pays off when budgets are scarce, and more where
-            prompt tokens are cheap (USD budgets, cached prompts).
+            behind at 4096 (``docs/benchmarks.md``); it pays off when budgets are scarce, and
+            more where prompt tokens are cheap (USD budgets, cached prompts).
         step_policy: how far a run advances per round in progressive mode.
         continuation: how progressive mode continues a cut-off run: ``"auto"`` (by provider,
             :func:`~clear_middleware.dispatch.continuation.continuation_for`), a family, or
