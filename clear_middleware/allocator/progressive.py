@@ -190,7 +190,11 @@ def plan_round(
     return RoundPlan(targets, steps, new_caps, cost, price, utility)
 
 
-def _cap_targets(curves, finish, used, room, sunk, budget, g, want_tangent):
+def _cap_targets(
+    curves: UtilityCurves, finish: UtilityCurves | None, used: NDArray[np.float64],
+    room: NDArray[np.float64], sunk: NDArray[np.float64], budget: float, g: int,
+    want_tangent: bool,
+) -> tuple[NDArray[np.int64], NDArray[np.float64] | None, float, float]:
     """Targets with every token of a step priced as spent (``pricing="cap"``)."""
     ahead = curves.conditional(used, finish=finish)
     priced = ahead.shifted(sunk) if sunk.any() else ahead
@@ -209,7 +213,11 @@ def _cap_targets(curves, finish, used, room, sunk, budget, g, want_tangent):
     return targets, tangent, alloc.price, alloc.expected_utility
 
 
-def _expected_targets(curves, finish, used, room, sunk, budget, g, want_tangent):
+def _expected_targets(
+    curves: UtilityCurves, finish: UtilityCurves | None, used: NDArray[np.float64],
+    room: NDArray[np.float64], sunk: NDArray[np.float64], budget: float, g: int,
+    want_tangent: bool,
+) -> tuple[NDArray[np.int64], NDArray[np.float64] | None, float, float]:
     """Targets with each run's tokens priced at its expected spend (``pricing="expected"``)."""
     r = np.arange(0.0, float(room.max(initial=0.0)) + g, g)
     value, spend = _value_and_spend(curves, finish, used, r, room)
@@ -240,7 +248,10 @@ def _expected_targets(curves, finish, used, room, sunk, budget, g, want_tangent)
     return targets, tangent, alloc.price, alloc.expected_utility
 
 
-def _value_and_spend(curves, finish, used, r, room):
+def _value_and_spend(
+    curves: UtilityCurves, finish: UtilityCurves | None, used: NDArray[np.float64],
+    r: NDArray[np.float64], room: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Each run's conditional utility ``V(r)`` and expected spend ``C(r)`` on the remaining-token
     grid ``r`` (both flat beyond its room)."""
     inside = r[None, :] <= room[:, None]
@@ -259,7 +270,10 @@ def _value_and_spend(curves, finish, used, r, room):
     return value, spend
 
 
-def _tokens_for_spend(bought, spend, r, room, g):
+def _tokens_for_spend(
+    bought: NDArray[np.float64], spend: NDArray[np.float64], r: NDArray[np.float64],
+    room: NDArray[np.float64], g: int,
+) -> NDArray[np.int64]:
     """The fewest remaining tokens (a multiple of ``g``, within the room) whose expected spend
     reaches ``bought``; 0 where nothing was bought."""
     reach = spend >= (bought[:, None] - 1e-9)
@@ -268,7 +282,11 @@ def _tokens_for_spend(bought, spend, r, room, g):
     return np.where(bought > 0, tokens, 0).astype(np.int64)
 
 
-def _fit_steps(curves, finish, used, steps, cost, sunk, budget):
+def _fit_steps(
+    curves: UtilityCurves, finish: UtilityCurves | None, used: NDArray[np.float64],
+    steps: NDArray[np.int64], cost: NDArray[np.int64], sunk: NDArray[np.float64],
+    budget: float,
+) -> NDArray[np.int64]:
     """Keep the steps whose full caps fit in ``budget``, those buying the most utility per
     expected token first; the others wait a round."""
     r_step = steps.astype(np.float64)
