@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..tokens import count_message_tokens
+
 Continuation = Literal["continue_final", "deepseek_prefix", "anthropic_prefill", "restart"]
 CONTINUATIONS: tuple[Continuation, ...] = (
     "continue_final", "deepseek_prefix", "anthropic_prefill", "restart")
@@ -72,8 +74,6 @@ def reread_tokens(request: ContinuedRequest, messages: Sequence[Mapping[str, Any
                   model: str) -> int:
     """Prompt tokens ``request`` adds to ``messages``: the partial answer it sends back (text
     and reasoning, re-read by the model and billed as prompt) and its message framing."""
-    from ..tokens import count_message_tokens
-
     return max(count_message_tokens(request.messages, model)
                - count_message_tokens(list(messages), model), 0)
 

@@ -22,6 +22,7 @@ from ..estimators.base import CallObservation
 from ..estimators.history import HistoryEstimator
 from ..estimators.prior import population_prior
 from ..subtask import Subtask
+from .progressive import draw_runs
 from .traffic import item_pool, kind_truth, sampling_weights
 
 
@@ -45,8 +46,6 @@ def censored_learning(
     """Learned CLEAR against true-kind CLEAR on one stream (see the module docstring)."""
     pool = item_pool(model)
     runs = item_rollouts(load_sweep(), model)
-    top = runs.cap[runs.valid].max()
-    informative = runs.valid & (~runs.censored | (runs.cap >= top))
     weights = sampling_weights(pool, "balanced")
     kinds = kind_truth(pool, weights)
     max_cap = int(pool.truth.grid[-1])
@@ -56,21 +55,18 @@ def censored_learning(
     calls = 0
     for window in range(windows):
         items = rng.choice(len(pool), window_size, p=weights)
-        pick = np.argmax(np.where(informative[items], rng.random(informative[items].shape),
-                                  -1.0), axis=1)
-        length = np.where(runs.censored[items, pick], np.inf, runs.length[items, pick])
-        correct = runs.correct[items, pick]
+        drawn = draw_runs(runs, rng, items)
         subtasks = [Subtask.of("-", kind=str(pool.kind[i]), hint=pool.hint[i]) for i in items]
         budget = budget_per_item * window_size
         caps = allocate(estimator.estimate(subtasks, model), budget, max_tokens=max_cap,
                         granularity=16).tokens
         seen = np.full(caps.shape, max_cap) if observe == "full" else caps
         for k in np.flatnonzero(caps > 0):
-            finished = bool(length[k] <= seen[k])
+            finished = bool(drawn.length[k] <= seen[k])
             estimator.observe(CallObservation(
                 f"c{calls}", str(pool.kind[items[k]]), model, int(seen[k]),
-                int(min(length[k], seen[k])), finished, hint=pool.hint[items[k]],
-                correct=bool(correct[k]) and finished))
+                int(min(drawn.length[k], seen[k])), finished, hint=pool.hint[items[k]],
+                correct=bool(drawn.correct[k]) and finished))
             calls += 1
         if window >= measure_from:
             truth = pool.truth.take(items)

@@ -69,13 +69,16 @@ class Runs:
                     None if self.rollout is None else self.rollout[index])
 
 
-def draw_runs(rollouts: ItemRollouts, rng: np.random.Generator) -> Runs:
-    """A run per item among those informative at the largest cap (see the module docstring)."""
+def draw_runs(
+    rollouts: ItemRollouts, rng: np.random.Generator, items: NDArray[np.intp] | None = None
+) -> Runs:
+    """A run per item among those informative at the largest cap (see the module docstring);
+    ``items``: draw for these item indices (repeats allowed) instead of every item once."""
     top = rollouts.cap[rollouts.valid].max()
-    ok = rollouts.valid & (~rollouts.censored | (rollouts.cap >= top))
+    rows = np.arange(len(rollouts)) if items is None else np.asarray(items)
+    ok = (rollouts.valid & (~rollouts.censored | (rollouts.cap >= top)))[rows]
     score = np.where(ok, rng.random(ok.shape), -1.0)
     pick = np.argmax(score, axis=1)
-    rows = np.arange(len(rollouts))
     finished = ~rollouts.censored[rows, pick]
     length = np.where(finished, rollouts.length[rows, pick], np.inf)
     return Runs(length, rollouts.correct[rows, pick] & finished, pick)
