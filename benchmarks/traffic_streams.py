@@ -29,7 +29,7 @@ from clear_middleware.simulator import SimulatorServer
 BUDGETS = (512, 1024, 2048, 4096, 8192)
 MAIN = ("uniform", "clear (prior only)", "clear (learned)", "clear (true kind curves)",
         "clear (true item curves)")
-ABLATIONS = ("clear (learned, no hints)", "clear (learned, no exploration)")
+ABLATIONS = ("clear (learned, no hints)", "clear (learned, Thompson)")
 PLOT = DOCS / "cold_start.png"
 
 
@@ -181,8 +181,8 @@ def main() -> None:
         "the variants that do not learn run the measured windows only. `prior only` is CLEAR "
         "with no history at all (the population prior, computed without the evaluated model). "
         "Kinds are the three benchmarks; MATH-500 items carry their level as a hint. The "
-        "ablations (first model only) learn without hints, and without exploration (the "
-        "estimator fits its calls as they are instead of Thompson sampling).",
+        "ablations (first model only) learn without hints, and with Thompson sampling (each "
+        "group fitted to a bootstrap resample of its calls instead of the calls as they are).",
         "### Cold start, balanced stream\n\n" + markdown_table(headers, rows),
         f"![cold start]({PLOT.name})",
         f"### Mixes and arrivals ({models[0]}, 2048 tokens/item)\n\n"

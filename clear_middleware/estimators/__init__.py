@@ -10,7 +10,7 @@ from .observations import (
     SQLiteObservationLog,
     observation_log,
 )
-from .prior import CURVE_GRID, population_prior
+from .prior import CURVE_GRID, population_finished, population_prior
 from .probe import DEFAULT_TEMPLATE, ProbeEstimator, ProbeStats, parse_estimate, probe_curves
 from .static import DEFAULT_SURGE, StaticEstimator
 
@@ -32,6 +32,7 @@ __all__ = [
     "StaticEstimator",
     "observation_log",
     "parse_estimate",
+    "population_finished",
     "population_prior",
     "probe_curves",
 ]

@@ -5,42 +5,48 @@ or cut at its cap (a censored length: more than the cap); applications may also 
 the answer was correct. Per ``(model, kind)`` and, when subtasks carry difficulty hints, per
 ``(model, kind, hint)``, this estimator keeps those observations in an
 :class:`~.observations.ObservationLog` (memory, or the ledger's SQLite / Redis store, so that
-learning survives restarts and is shared by workers) and learns the group's curve:
+learning survives restarts and is shared by workers) and learns the group's curve.
 
-- *Where calls were observed* (caps up to the largest one tried), the censoring-aware empirical
-  curve (Aalen-Johansen, :meth:`EmpiricalCurve.from_rollouts`): a correct answer within the cap
-  is the event, a cut call is censored at its cap. A kind mixes easy and hard items, and this
-  curve is that mixture as it is, not a single shifted surge forced onto it. It is smoothed by a
-  Gaussian kernel of 15% in log-tokens (a staircase of a few dozen calls has steps a new call
-  does not share).
-- *Beyond the largest cap tried*, nothing was observed: the increments of a shifted surge
-  fitted by censored maximum likelihood to the same calls
-  (:func:`~clear_middleware.fit_shifted_surge`) extend the curve, so the allocator keeps some
-  reason to try larger caps.
-- Without enough correctness reports (``min_reported``), finishing within the cap is the event
-  and the curve is scaled by ``P(correct | finished)``, a Beta estimate with prior mean
-  :data:`PRIOR_CORRECT_GIVEN_FINISHED` and the weight of 10 calls.
+The curve is built from *hazards*, on the grid of caps :data:`~.prior.CURVE_GRID`: at each
+token count ``b``, of the group's runs still going at ``b``, the share that finishes in the next
+step, and the share that finishes there with a correct answer (the Aalen-Johansen estimator of
+competing risks: a correct or a wrong finish; a cut call is watched up to its cap and then
+drops out). ``U(b)`` is the probability of a correct answer within ``b`` tokens, accumulated
+from them. A kind mixes easy and hard items, and this curve is that mixture as it is, not a
+single shifted surge forced onto it.
 
-Hierarchical shrinkage and uncertainty: a group's curve is ``w * own + (1 - w) * parent`` with
-``w = n / (n + prior_weight)``, ``n`` its calls; the parent of a kind is the prior, the parent of
-a (kind, hint) group its kind. The prior is the documented population curve
-(:func:`~.prior.population_prior`): the expected curve of a subtask of unknown difficulty, wide
-and cautious, which sharpens into the kind's own curve as calls arrive. A user prior given as
-a shifted surge is spread over a threshold uncertainty of ``prior_sigma_tokens``
-(:func:`~clear_middleware.curves.uncertainty.spread_threshold`).
+Hierarchical shrinkage, token count by token count: each hazard is the posterior mean of a
+beta-process prior centred on the parent's hazard, ``(events + w * h_parent) / (watched + w)``
+with ``w = prior_weight`` calls and ``watched`` the group's calls still going (and under their
+cap) at ``b``. The parent of a kind is the prior, the parent of a (kind, hint) group its kind.
+So where many calls were watched a group's own data rule, and *past the largest cap it has
+tried* nobody was watched: the share of its runs still going there continues as the parent's
+runs do. A kind whose calls were all cut at 2,048 tokens keeps the value the population's
+runs still going at 2,048 go on to have, and CLEAR funds larger caps when that value is worth
+their price, which is how the estimator learns what lies past its caps (a curve that
+stopped at its largest cap, or extrapolated one surge fitted to a mixture, undervalued those
+caps and was never corrected). Measured offline (``benchmarks/learning_censoring.py``), this
+took learning at its own caps from about 0.95 of CLEAR on the true per-kind curves to 0.96-1.0
+at 2,048 and 4,096 tokens per item.
 
-Exploration (``exploration="thompson"``, the default). The estimator only sees what the caps it
-advises let through: a cap CLEAR never funds is never observed, and a curve that undervalues
-it stays undervalued. Each time a group's observations change, its curve is fitted to a
-bootstrap resample of its calls (a draw from their sampling distribution, seeded by the group
-and its data, so the same data give the same curve): where many calls were seen the draws
-agree, and where few were (long caps, rare kinds) they differ, so the allocator now and then
-funds a cap the plain fit would not, and learns from it (Thompson sampling);
-``exploration="none"`` fits the calls as they are. Measured offline in
-``benchmarks/learning_censoring.py``: the estimator that sees every run whole matches CLEAR on
-the true per-kind curves (0.98-1.04 of it), one that sees its own caps only reaches about 0.95,
-and Thompson sampling recovers little of that (+0.5 points on average); end to end in
-``benchmarks/traffic_streams.py`` the difference is within noise.
+The prior is the documented population curve (:func:`~.prior.population_prior`), with how
+long its runs are (:func:`~.prior.population_finished`): the expected curve of a subtask of
+unknown difficulty, wide and cautious, which sharpens into the kind's own curve as calls
+arrive. A user prior given as a shifted surge is spread over a threshold uncertainty of
+``prior_sigma_tokens`` (:func:`~clear_middleware.curves.uncertainty.spread_threshold`); without
+``prior_finished`` every run of a user prior that is not yet correct is taken as still going.
+
+Without enough correctness reports (``min_reported``), each finished call counts as
+``P(correct | finished)`` correct answers, a Beta estimate with prior mean
+:data:`PRIOR_CORRECT_GIVEN_FINISHED` and the weight of 10 calls. Curves are smoothed by a
+Gaussian kernel of 15% in log-tokens (a staircase of a few dozen calls has steps a new call
+does not share).
+
+Exploration by Thompson sampling (``exploration="thompson"``): each time a group's observations
+change, its curve is fitted to a bootstrap resample of its calls (seeded by the group and its
+data, so the same data give the same curve). With the hazard shrinkage above it measured no
+better than fitting the calls as they are (``"none"``, the default): the optimism past the
+largest cap already does the exploring.
 """
 
 from __future__ import annotations
@@ -55,13 +61,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..curves.empirical import EmpiricalCurve
-from ..curves.fitting import fit_shifted_surge
 from ..curves.shifted_surge import ShiftedSurge
 from ..curves.uncertainty import spread_threshold
 from ..subtask import Subtask
 from .base import CallObservation
 from .observations import Observation, ObservationLog, observation_log
 from .prior import CURVE_GRID, smooth
+from .prior import population_finished as _population_finished
 from .prior import population_prior as _population_prior
 
 PRIOR_CORRECT_GIVEN_FINISHED = 0.8
@@ -69,14 +75,20 @@ PRIOR_CORRECT_GIVEN_FINISHED = 0.8
 models on tasks they can finish mostly get them right; weight: 10 calls)."""
 _PRIOR_CORRECT_WEIGHT = 10.0
 
-
+_ALIVE = 1e-9
 
 
 @dataclass(frozen=True)
 class GroupCurve:
-    """A group's learned curve on :data:`CURVE_GRID` and the calls behind it."""
+    """A group's learned curves on :data:`CURVE_GRID` and the calls behind them.
+
+    ``values``: probability of a correct answer within ``b`` tokens (the utility curve);
+    ``running``: probability that a run is still going at ``b`` tokens (not finished, right or
+    wrong), 1 at 0 tokens; ``calls``: the group's own calls (0 for the prior).
+    """
 
     values: NDArray[np.float64]
+    running: NDArray[np.float64]
     calls: int
 
 
@@ -88,9 +100,14 @@ class HistoryEstimator:
             (``"memory://"`` default, ``"sqlite:///budget.db"``, ``"redis://..."``).
         prior: the curve of a kind with no traffic: one :class:`EmpiricalCurve` or
             :class:`ShiftedSurge` (default: the population prior).
-        prior_weight: calls' worth of weight the parent (prior or kind) keeps (> 0).
+        prior_weight: calls' worth of weight the parent's hazard keeps at each token count
+            against the group's calls watched there (> 0; default 3, chosen on the offline
+            learning benchmark, where 2-5 did alike and 30 lost 2.5 points on average).
         prior_sigma_tokens: threshold uncertainty a shifted-surge prior is spread over
             (tokens, >= 0).
+        prior_finished: probability that a run of the prior has finished (right or wrong)
+            within ``b`` tokens, one :class:`EmpiricalCurve` (default: the population's with
+            the population prior, else every run not yet correct is taken as still going).
         use_hints: learn per (kind, hint) too, shrunk toward the kind.
         min_reported: correctness reports needed to learn from correctness directly (>= 1).
         exploration: ``"thompson"`` (fit each group to a bootstrap resample of its calls, see
@@ -109,19 +126,24 @@ class HistoryEstimator:
         store: ObservationLog | str | None = None,
         *,
         prior: EmpiricalCurve | ShiftedSurge | None = None,
-        prior_weight: float = 30.0,
+        prior_weight: float = 3.0,
         prior_sigma_tokens: float = 500.0,
+        prior_finished: EmpiricalCurve | None = None,
         use_hints: bool = True,
         min_reported: int = 10,
-        exploration: Literal["thompson", "none"] = "thompson",
+        exploration: Literal["thompson", "none"] = "none",
     ) -> None:
         if not prior_weight > 0:
             raise ValueError(f"prior_weight must be > 0 calls; got {prior_weight!r}")
         if not prior_sigma_tokens >= 0:
             raise ValueError(f"prior_sigma_tokens must be >= 0 tokens; got {prior_sigma_tokens!r}")
+        default_prior = prior is None
         prior = _population_prior() if prior is None else prior
         if not isinstance(prior, ShiftedSurge | EmpiricalCurve) or len(prior) != 1:
             raise ValueError("prior must be a ShiftedSurge or EmpiricalCurve holding one curve")
+        if prior_finished is not None and (
+                not isinstance(prior_finished, EmpiricalCurve) or len(prior_finished) != 1):
+            raise ValueError("prior_finished must be an EmpiricalCurve holding one curve")
         if exploration not in ("thompson", "none"):
             raise ValueError(f"exploration must be 'thompson' or 'none'; got {exploration!r}")
         if int(min_reported) < 1:
@@ -131,12 +153,18 @@ class HistoryEstimator:
         )
         if isinstance(prior, ShiftedSurge):
             prior = spread_threshold(prior, prior_sigma_tokens, grid=CURVE_GRID)
-        self.prior = GroupCurve(prior.value(CURVE_GRID[None, :])[0], 0)
+        values = prior.value(CURVE_GRID[None, :])[0]
+        if prior_finished is None and default_prior:
+            prior_finished = _population_finished()
+        # Without a finishing curve, every run not yet correct is taken as still running.
+        finished = (values if prior_finished is None
+                    else np.maximum(prior_finished.value(CURVE_GRID[None, :])[0], values))
+        self.prior = GroupCurve(values, 1.0 - np.clip(finished, 0.0, 1.0), 0)
         self.prior_weight = float(prior_weight)
         self.use_hints = use_hints
         self.min_reported = int(min_reported)
         self.exploration = exploration
-        self._cache: dict[str, tuple[int, GroupCurve | None]] = {}
+        self._cache: dict[str, tuple[int, GroupCounts | None]] = {}
         self._lock = threading.Lock()
 
     # -- keys ----------------------------------------------------------------------------------
@@ -192,13 +220,9 @@ class HistoryEstimator:
         return EmpiricalCurve(CURVE_GRID, values)
 
     def _shrunk(self, key: str, parent: GroupCurve) -> GroupCurve:
-        fitted = self._fit(key)
-        if fitted is None:
-            return parent
-        w = fitted.calls / (fitted.calls + self.prior_weight)
-        return GroupCurve(w * fitted.values + (1.0 - w) * parent.values, fitted.calls)
+        return _posterior(self._counts(key), parent, self.prior_weight)
 
-    def _fit(self, key: str) -> GroupCurve | None:
+    def _counts(self, key: str) -> GroupCounts | None:
         version = self.log.version(key)
         with self._lock:
             cached = self._cache.get(key)
@@ -207,10 +231,10 @@ class HistoryEstimator:
         records = self.log.read(key)
         if self.exploration == "thompson":
             records = _resampled(records, seed=zlib.crc32(f"{key}|{version}".encode()))
-        fitted = _fit_records(records, self.min_reported)
+        counts = _count_records(records, self.min_reported)
         with self._lock:
-            self._cache[key] = (version, fitted)
-        return fitted
+            self._cache[key] = (version, counts)
+        return counts
 
 
 def _resampled(records: list[Observation], seed: int) -> list[Observation]:
@@ -221,37 +245,74 @@ def _resampled(records: list[Observation], seed: int) -> list[Observation]:
     return reports + [calls[i] for i in picks]
 
 
-def _fit_records(records: list[Observation], min_reported: int) -> GroupCurve | None:
-    """One group's curve from its records (see the module docstring)."""
+@dataclass(frozen=True)
+class GroupCounts:
+    """A group's calls binned on :data:`CURVE_GRID`: per bin ``(grid[j-1], grid[j]]``, the
+    calls still running (and watched) at its start, the calls that finished in it, and the
+    correct answers among those (expected ones, when correctness is not reported)."""
+
+    at_risk: NDArray[np.float64]
+    finished: NDArray[np.float64]
+    correct: NDArray[np.float64]
+    calls: int
+
+
+def _count_records(records: list[Observation], min_reported: int) -> GroupCounts | None:
+    """One group's :class:`GroupCounts` from its records (see the module docstring)."""
     outcomes = {r.call_id: r.correct for r in records if r.outcome_only}
     calls = [r for r in records if not r.outcome_only and r.cap > 0]
     if not calls:
         return None
     caps = np.array([r.cap for r in calls], dtype=np.float64)
     finished = np.array([r.finished for r in calls])
-    # A finished call's length is at most its cap; a cut one is censored at its cap.
-    lengths = np.minimum(np.maximum([float(r.tokens) for r in calls], 1.0), caps)
+    # A finished call's length is at most its cap; a cut one is watched up to its cap.
+    stops = np.minimum(np.maximum([float(r.tokens) for r in calls], 1.0), caps)
     correct = [outcomes.get(r.call_id, r.correct) for r in calls]
     reported = np.array([c is not None for c in correct])
-    scale = 1.0
     if reported.sum() >= min_reported:
         keep = reported
-        event = finished & np.array([bool(c) for c in correct])
+        worth = np.array([bool(c) for c in correct], dtype=np.float64)
     else:
         keep = np.ones(len(calls), dtype=bool)
-        event = finished
         right = sum(1 for c, f in zip(correct, finished & reported, strict=True) if f and c)
-        scale = (right + PRIOR_CORRECT_GIVEN_FINISHED * _PRIOR_CORRECT_WEIGHT) / (
-            (finished & reported).sum() + _PRIOR_CORRECT_WEIGHT)
-    lengths, caps, event, cut = lengths[keep], caps[keep], event[keep], ~finished[keep]
-    observed = EmpiricalCurve.from_rollouts(lengths[None, :], event[None, :], CURVE_GRID,
-                                            censored=cut[None, :]).values[0]
-    top = float(caps.max())
-    values = np.where(top >= CURVE_GRID, observed, np.interp(top, CURVE_GRID, observed))
-    if event.any() and top < CURVE_GRID[-1]:
-        # Beyond the largest cap tried: the fitted surge's increments.
-        params = fit_shifted_surge(lengths[None, :], event[None, :], caps=caps[None, :])
-        surge = ShiftedSurge(params.ceiling, params.threshold, params.rate)
-        tail = surge.value(CURVE_GRID[None, :])[0] - surge.value(np.array([[top]]))[0, 0]
-        values = values + np.where(top < CURVE_GRID, np.maximum(tail, 0.0), 0.0)
-    return GroupCurve(smooth(np.clip(values * scale, 0.0, 1.0)[None, :])[0], len(calls))
+        worth = np.full(len(calls), (right + PRIOR_CORRECT_GIVEN_FINISHED * _PRIOR_CORRECT_WEIGHT)
+                        / ((finished & reported).sum() + _PRIOR_CORRECT_WEIGHT))
+    stops, finished, worth = stops[keep], finished[keep], worth[keep]
+    if not stops.size:
+        return None
+    grid = CURVE_GRID
+    order = np.sort(stops)
+    # Bin j (j >= 1) is (grid[j-1], grid[j]]; bin 0 is unused.
+    at_risk = np.concatenate(([0.0], order.size - np.searchsorted(order, grid[:-1], "right")))
+    bins = np.clip(np.searchsorted(grid, stops[finished], side="left"), 1, grid.size - 1)
+    done = np.bincount(bins, minlength=grid.size).astype(np.float64)
+    right = np.bincount(bins, weights=worth[finished], minlength=grid.size)
+    return GroupCounts(at_risk, done, right, len(calls))
+
+
+def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float) -> GroupCurve:
+    """The group's curve: its hazards, each shrunk toward its parent's by ``weight`` calls.
+
+    Per bin, the hazard of a correct answer is ``(correct + weight * h_parent) / (at_risk +
+    weight)`` and the same for finishing at all (the posterior mean of a beta-process prior
+    centred on the parent). Where many calls were watched the group's own hazards rule; past
+    the largest cap it tried (no call watched) its still-running share continues as the
+    parent's runs do.
+    """
+    if counts is None:
+        return parent
+    p_value, p_running = parent.values, parent.running
+    alive = p_running[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h_correct = np.where(alive > _ALIVE, np.diff(p_value) / alive, 0.0)
+        h_finish = np.where(alive > _ALIVE, -np.diff(p_running) / alive, 1.0)
+    h_finish = np.clip(h_finish, 0.0, 1.0)
+    h_correct = np.clip(h_correct, 0.0, h_finish)
+    denominator = counts.at_risk[1:] + weight
+    h_correct = (counts.correct[1:] + weight * h_correct) / denominator
+    h_finish = np.maximum((counts.finished[1:] + weight * h_finish) / denominator, h_correct)
+    running = np.concatenate(([1.0], np.cumprod(1.0 - np.minimum(h_finish, 1.0))))
+    values = np.concatenate(([0.0], np.cumsum(running[:-1] * h_correct)))
+    values = smooth(np.clip(values, 0.0, 1.0)[None, :])[0]
+    finished = smooth(np.clip(1.0 - running, 0.0, 1.0)[None, :])[0]
+    return GroupCurve(values, 1.0 - np.maximum(finished, values), counts.calls)

@@ -49,24 +49,36 @@ def smooth(values: np.ndarray, grid: np.ndarray = CURVE_GRID) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _population(exclude: tuple[str, ...]) -> EmpiricalCurve:
+def _population(exclude: tuple[str, ...]) -> tuple[EmpiricalCurve, EmpiricalCurve]:
     from ..datasets.reasoning_sweep import item_rollouts, load_sweep
 
     table = load_sweep()
-    rows = []
+    correct, finished = [], []
     for model in table.models():
         if model in exclude:
             continue
         runs = item_rollouts(table, model)
-        rows.append(EmpiricalCurve.from_rollouts(
-            runs.length, runs.correct, CURVE_GRID, censored=runs.censored, valid=runs.valid
-        ).values)
-    if not rows:
+        for rows, event in ((correct, runs.correct), (finished, ~runs.censored)):
+            rows.append(EmpiricalCurve.from_rollouts(
+                runs.length, event, CURVE_GRID, censored=runs.censored, valid=runs.valid
+            ).values)
+    if not correct:
         raise ValueError(f"exclude_models leaves no model of the sweep; got {sorted(exclude)}")
-    return EmpiricalCurve(CURVE_GRID, smooth(np.concatenate(rows).mean(axis=0)[None, :]))
+    return tuple(  # type: ignore[return-value]
+        EmpiricalCurve(CURVE_GRID, smooth(np.concatenate(rows).mean(axis=0)[None, :]))
+        for rows in (correct, finished))
 
 
 def population_prior(exclude_models: Iterable[str] = ()) -> EmpiricalCurve:
     """The documented prior (one curve on :data:`CURVE_GRID`); ``exclude_models`` leaves
     models of the sweep out (for evaluations on those models)."""
-    return _population(tuple(sorted(set(exclude_models))))
+    return _population(tuple(sorted(set(exclude_models))))[0]
+
+
+def population_finished(exclude_models: Iterable[str] = ()) -> EmpiricalCurve:
+    """The population's probability that a run has finished (correct or not) within ``b``
+    tokens, on :data:`CURVE_GRID`, censoring-aware and smoothed like :func:`population_prior`:
+    how long the runs the prior's accuracy comes from are. About 0.12 at 1,024 tokens, 0.33 at
+    2,048, 0.51 at 4,096, 0.61 at 8,192 and 0.62 at 16,384 (the rest ran past the sweep's
+    largest caps)."""
+    return _population(tuple(sorted(set(exclude_models))))[1]

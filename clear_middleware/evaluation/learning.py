@@ -20,7 +20,7 @@ from ..allocator import allocate
 from ..datasets.reasoning_sweep import item_rollouts, load_sweep
 from ..estimators.base import CallObservation
 from ..estimators.history import HistoryEstimator
-from ..estimators.prior import population_prior
+from ..estimators.prior import population_finished, population_prior
 from ..subtask import Subtask
 from .progressive import draw_runs
 from .traffic import item_pool, kind_truth, sampling_weights
@@ -41,7 +41,7 @@ class LearningResult:
 def censored_learning(
     model: str, budget_per_item: int, *, windows: int = 40, measure_from: int = 28,
     window_size: int = 40, seed: int = 0, observe: Literal["censored", "full"] = "censored",
-    exploration: Literal["thompson", "none"] = "thompson",
+    exploration: Literal["thompson", "none"] = "none", prior_weight: float = 3.0,
 ) -> LearningResult:
     """Learned CLEAR against true-kind CLEAR on one stream (see the module docstring)."""
     pool = item_pool(model)
@@ -49,7 +49,9 @@ def censored_learning(
     weights = sampling_weights(pool, "balanced")
     kinds = kind_truth(pool, weights)
     max_cap = int(pool.truth.grid[-1])
-    estimator = HistoryEstimator(prior=population_prior([model]), exploration=exploration)
+    estimator = HistoryEstimator(prior=population_prior([model]), exploration=exploration,
+                                 prior_finished=population_finished([model]),
+                                 prior_weight=prior_weight)
     rng = np.random.default_rng(seed)
     learned, true_kind = [], []
     calls = 0

@@ -17,8 +17,8 @@ every variant, so differences come from the caps alone):
 - ``clear (learned)``: CLEAR with a :class:`HistoryEstimator` that starts empty and learns from
   every settled call (per model and kind, and per difficulty hint where items have one);
 - ``clear (learned, no hints)``: the same without hints;
-- ``clear (learned, no exploration)``: the same with hints, fitting the calls as they are
-  (``exploration="none"``) instead of Thompson sampling;
+- ``clear (learned, Thompson)``: the same with hints, each group fitted to a bootstrap
+  resample of its calls (``exploration="thompson"``) instead of the calls as they are;
 - ``clear (true kind curves)``: CLEAR told each kind's true curve (the sampling-weighted mean
   of the items' measured curves): the target of a per-kind estimator;
 - ``clear (true item curves)``: CLEAR told each item's own measured curve: what per-item
@@ -44,7 +44,7 @@ from ..curves.base import UtilityCurves
 from ..curves.empirical import EmpiricalCurve
 from ..datasets.reasoning_sweep import load_math500, load_sweep
 from ..estimators.history import HistoryEstimator
-from ..estimators.prior import population_prior
+from ..estimators.prior import population_finished, population_prior
 from ..estimators.static import StaticEstimator
 from ..simulator import SimulatorServer, item_marker, load_catalog
 from ..subtask import Subtask
@@ -58,7 +58,7 @@ VARIANTS = (
     "clear (prior only)",
     "clear (learned)",
     "clear (learned, no hints)",
-    "clear (learned, no exploration)",
+    "clear (learned, Thompson)",
     "clear (true kind curves)",
     "clear (true item curves)",
 )
@@ -215,23 +215,24 @@ def window_subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
     return out
 
 
-LEARNING = ("clear (learned)", "clear (learned, no hints)", "clear (learned, no exploration)")
+LEARNING = ("clear (learned)", "clear (learned, no hints)", "clear (learned, Thompson)")
 
 
 def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
                extra: Mapping[str, Callable[[], object]]):
     # The prior never includes the runs of the model under evaluation.
     prior = population_prior([pool.model])
+    learned = dict(prior=prior, prior_finished=population_finished([pool.model]))
     if variant in extra:
         return extra[variant]()
     if variant in ("uniform", "clear (prior only)"):
         return StaticEstimator(default=prior)
     if variant == "clear (learned)":
-        return HistoryEstimator(prior=prior, use_hints=True)
+        return HistoryEstimator(**learned, use_hints=True)
     if variant == "clear (learned, no hints)":
-        return HistoryEstimator(prior=prior, use_hints=False)
-    if variant == "clear (learned, no exploration)":
-        return HistoryEstimator(prior=prior, use_hints=True, exploration="none")
+        return HistoryEstimator(**learned, use_hints=False)
+    if variant == "clear (learned, Thompson)":
+        return HistoryEstimator(**learned, use_hints=True, exploration="thompson")
     if variant == "clear (true kind curves)":
         return CurveTable(kind_truth(pool, weights))
     if variant == "clear (true item curves)":

@@ -13,9 +13,11 @@ from clear_middleware.estimators import (
     Observation,
     SQLiteObservationLog,
     StaticEstimator,
+    population_finished,
     population_prior,
 )
 from clear_middleware.estimators.history import CURVE_GRID
+from clear_middleware.estimators.prior import smooth
 from clear_middleware.subtask import Subtask
 from tests.redis_server import RedisServer
 
@@ -134,6 +136,8 @@ def test_bad_arguments_name_the_field():
         HistoryEstimator(prior_weight=0)
     with pytest.raises(ValueError, match="prior must be a ShiftedSurge or EmpiricalCurve"):
         HistoryEstimator(prior=ShiftedSurge(0.5, [1.0, 2.0], 0.1))
+    with pytest.raises(ValueError, match="prior_finished must be an EmpiricalCurve holding one"):
+        HistoryEstimator(prior_finished=TRUE)
     with pytest.raises(ValueError, match="correct must be True or False"):
         HistoryEstimator().record_outcome("c", 1, model="m", kind="k")
     with pytest.raises(ValueError, match=r"kinds\['x'\] must be a ShiftedSurge or Empirical"):
@@ -150,6 +154,37 @@ def test_population_prior_is_the_documented_curve():
     assert at[8192] == pytest.approx(0.51, abs=0.01)
     # Leaving models out changes it (evaluations on a model exclude that model's runs).
     assert not np.allclose(population_prior(["deepscaler-1.5b"]).values, prior.values)
+    # How long those runs are: the share finished (right or wrong) within b tokens.
+    finished = population_finished()
+    documented = {1024: 0.12, 2048: 0.33, 4096: 0.51, 8192: 0.61, 16384: 0.62}
+    for b, share in documented.items():
+        assert float(finished.value(np.array([[b]]))[0, 0]) == pytest.approx(share, abs=0.01)
+        assert finished.value(np.array([[b]]))[0, 0] >= prior.value(np.array([[b]]))[0, 0]
+
+
+def test_past_its_largest_cap_a_group_runs_on_as_its_parent_does():
+    # A parent whose runs finish at a constant hazard (mean 4,000 tokens), half of them right.
+    grid = CURVE_GRID
+    finished = 1.0 - np.exp(-grid / 4000.0)
+    est = HistoryEstimator(prior=EmpiricalCurve(grid, 0.5 * finished), prior_weight=3.0,
+                           prior_finished=EmpiricalCurve(grid, finished))
+    for i in range(97):  # every call cut at 2,048 tokens
+        est.observe(CallObservation(f"c{i}", "k", "m", 2048, 2048, False))
+    at = est.group("m", "k")
+    # Up to 2,048 tokens the parent's hazard counts for 3 calls against 97 watched ones that
+    # did not finish: still running at 2,048 exp(-0.03 * 2048 / 4000) = 0.9848, and
+    # 0.5 * (1 - 0.9848) = 0.0076 right. Past it nothing was watched and the still-running
+    # share finishes at the parent's rate: at 8,192 still running 0.9848 * exp(-6144 / 4000)
+    # = 0.2120, right 0.0076 + 0.5 * (0.9848 - 0.2120) = 0.394 (the parent: 0.436).
+    still = np.exp(-0.03 * np.minimum(grid, 2048.0) / 4000.0
+                   - np.maximum(grid - 2048.0, 0.0) / 4000.0)
+    assert np.interp(8192.0, grid, still) == pytest.approx(0.2120, abs=1e-4)
+    # Both curves are then smoothed (15% in log-tokens), as every learned curve is.
+    expected_running = 1.0 - smooth((1.0 - still)[None, :])[0]
+    expected_value = smooth(0.5 * (1.0 - still)[None, :])[0]
+    np.testing.assert_allclose(at.running, expected_running, atol=2e-3)
+    np.testing.assert_allclose(at.values, expected_value, atol=2e-3)
+    assert np.interp(8192.0, grid, at.values) == pytest.approx(0.394, abs=0.01)
 
 
 def _draws(est, calls, at):
@@ -162,24 +197,27 @@ def _draws(est, calls, at):
 
 
 def test_thompson_draws_vary_where_calls_are_few_and_repeat_for_the_same_data():
-    est = HistoryEstimator(prior_weight=1.0)
+    est = HistoryEstimator(prior_weight=1.0, exploration="thompson")
     rng = np.random.default_rng(3)
     for i in range(300):  # 290 calls capped at 2048 or 3072, ten at 8192
         cap = 8192 if i % 30 == 0 else int(rng.choice([2048, 3072]))
         length = TRUE.threshold[0] + rng.gamma(2.0, 1 / TRUE.rate[0])
         est.observe(CallObservation(f"c{i}", "k", "m", cap, int(min(length, cap)),
                                     length <= cap, correct=bool(length <= cap)))
-    draws = _draws(est, 15, np.array([2000.0, 6000.0]))
-    spread_seen, spread_thin = draws.std(axis=0)
-    assert spread_thin > 2 * spread_seen > 0
+    draws = _draws(est, 15, np.array([1500.0, 2000.0, 3072.0, 6000.0]))
+    # The gain from 1,500 to 2,000 tokens is seen by all 300 calls, the gain from 3,072 to
+    # 6,000 by the ten long ones only: relative to its size, the second varies from draw to
+    # draw several times more (measured: 6% and 22%).
+    seen, thin = draws[:, 1] - draws[:, 0], draws[:, 3] - draws[:, 2]
+    assert thin.std() / thin.mean() > 2 * seen.std() / seen.mean() > 0
     # The draw is a function of the group and its data: another estimator reading the same
     # log draws the same curve.
-    twin = HistoryEstimator(est.log, prior_weight=1.0)
+    twin = HistoryEstimator(est.log, prior_weight=1.0, exploration="thompson")
     np.testing.assert_array_equal(twin.group("m", "k").values, est.group("m", "k").values)
 
 
 def test_without_exploration_the_fit_is_the_calls_as_they_are():
-    plain = HistoryEstimator(prior_weight=1.0, exploration="none")
+    plain = HistoryEstimator(prior_weight=1.0)  # exploration="none" is the default
     feed(plain, 300)
     draws = _draws(plain, 5, np.array([6000.0]))
     # One more call cut at 512 barely moves the fit: no draw-to-draw noise.
