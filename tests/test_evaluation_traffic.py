@@ -1,5 +1,7 @@
 """The traffic-stream harness and the prompt-feature pieces (their benchmarks run elsewhere)."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from clear_middleware.evaluation.traffic import (
     item_pool,
     kind_truth,
     make_stream,
+    run_streams,
     sampling_weights,
     window_subtasks,
 )
@@ -53,6 +56,25 @@ def test_kind_truth_is_the_weighted_mean_of_its_items(pool):
     math = pool.kind == "math500"
     expected = (weights[math] / weights[math].sum()) @ pool.truth.values[math]
     np.testing.assert_allclose(kinds.values[np.argmax(math)], expected)
+
+
+def test_streams_score_the_caps_sent_on_the_true_curves(pool):
+    # Two windows of six subtasks, end to end through the simulator over HTTP.
+    results = run_streams("qwen3-1.7b", budget_per_item=1024, windows=2, window_size=6,
+                          variants=("uniform", "clear (true item curves)"), pool=pool)
+    stream = make_stream(pool, "balanced", 2, 6, seed=zlib.crc32(b"qwen3-1.7b"))
+    for result in results.values():
+        assert result.items == [6, 6] and result.errors == [0, 0]
+        for window, caps, expected in zip(stream, result.caps, result.expected_correct,
+                                          strict=True):
+            values = pool.truth.take(list(window.items)).value(np.array(caps, float)[:, None])
+            assert expected == pytest.approx(float(values.sum()), abs=1e-12)
+        assert result.expected_accuracy_after(0) == pytest.approx(
+            sum(result.expected_correct) / 12)
+    # Uniform sends one cap to every subtask (what is left of 1,064 tokens each once its
+    # prompt is reserved); CLEAR on the true item curves does not.
+    assert len({c for caps in results["uniform"].caps for c in caps}) == 1
+    assert len({c for caps in results["clear (true item curves)"].caps for c in caps}) > 1
 
 
 def test_ridge_scale_recovers_a_linear_signal():

@@ -182,6 +182,8 @@ class StreamResult:
     abandoned: list[int] = field(default_factory=list)
     calls_learned: list[int] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)
+    expected_correct: list[float] = field(default_factory=list)
+    caps: list[tuple[int, ...]] = field(default_factory=list)  # output caps sent (0: unsent)
 
     @property
     def accuracy(self) -> float:
@@ -190,6 +192,11 @@ class StreamResult:
     def accuracy_after(self, window: int) -> float:
         """Accuracy over the windows from ``window`` on (the learned regime)."""
         return sum(self.correct[window:]) / max(sum(self.items[window:]), 1)
+
+    def expected_accuracy_after(self, window: int) -> float:
+        """Expected accuracy of the caps sent over the windows from ``window`` on, on the
+        items' true curves: the same caps, without the noise of which run each call drew."""
+        return sum(self.expected_correct[window:]) / max(sum(self.items[window:]), 1)
 
 
 PROMPT_TOKENS = 48
@@ -263,6 +270,8 @@ async def arun_stream(
             result.abandoned.append(0)
             result.calls_learned.append(0)
             result.errors.append(0)
+            result.expected_correct.append(0.0)
+            result.caps.append(())
             continue
         subtasks = window_subtasks(pool, window)
         session = BudgetSession(
@@ -287,6 +296,10 @@ async def arun_stream(
         result.output_tokens.append(sum(r.usage.completion_tokens for r in results))
         result.abandoned.append(sum(r.status == "unfunded" for r in results))
         result.errors.append(sum(r.status == "error" for r in results))
+        result.caps.append(tuple(r.tokens_allocated if r.status == "ok" else 0 for r in results))
+        caps = np.array(result.caps[-1], dtype=np.float64)[:, None]
+        result.expected_correct.append(
+            float(pool.truth.take(list(window.items)).value(caps).sum()))
         group = getattr(estimator, "group", None)
         result.calls_learned.append(
             sum(group(f"openai/{pool.model}", k).calls for k in np.unique(pool.kind))
