@@ -1,10 +1,11 @@
 """Estimators on traffic streams, end to end through the local reasoning simulator.
 
-Run: ``python benchmarks/traffic_streams.py [--quick]`` (about 20 minutes; ``--quick`` for a
-smoke run). Writes the ``traffic-streams`` section of ``docs/benchmarks.md`` and
-``docs/cold_start.png``. Every call goes BudgetSession -> LiteLLM -> HTTP -> simulator, which
-replays real runs of the bundled budget sweep (CC-BY-4.0, attribution below); see
-``clear_middleware/evaluation/traffic.py`` for the variants, mixes and arrivals.
+Run: ``python benchmarks/traffic_streams.py [--quick] [--streams N]`` (about 25 minutes per
+cold-start stream, 2 by default, and 10 more; ``--quick`` for a smoke run). Writes the
+``traffic-streams`` section of ``docs/benchmarks.md`` and ``docs/cold_start.png``. Every call
+goes BudgetSession -> LiteLLM -> HTTP -> simulator, which replays real runs of the bundled
+budget sweep (CC-BY-4.0, attribution below); see ``clear_middleware/evaluation/traffic.py`` for
+the variants, mixes and arrivals.
 """
 
 from __future__ import annotations
@@ -33,43 +34,58 @@ ABLATIONS = ("clear (learned, no hints)", "clear (learned, Thompson)")
 PLOT = DOCS / "cold_start.png"
 
 
-async def cold_start(models, windows, size, measure_from, sim):
-    """Per model and budget: every main variant on one balanced stream."""
+async def cold_start(models, windows, size, measure_from, sim, streams):
+    """Per model and budget: every main variant on ``streams`` balanced streams (pooled)."""
     rows, per_window = [], {}
     for model in models:
         pool = item_pool(model)
         for budget in BUDGETS:
             variants = MAIN + (ABLATIONS if model == models[0] else ())
-            res = await arun_streams(sim, model, budget_per_item=budget, windows=windows,
-                                     window_size=size, variants=variants, pool=pool,
-                                     measure_from=measure_from)
-            _no_errors(res)
-            half = measure_from
+            runs = []
+            for seed in range(streams):
+                runs.append(await arun_streams(
+                    sim, model, budget_per_item=budget, windows=windows, window_size=size,
+                    variants=variants, pool=pool, measure_from=measure_from, seed=seed))
+                _no_errors(runs[-1])
+            res = {v: _measured([r[v] for r in runs], measure_from) for v in variants}
             learned, kind = res["clear (learned)"], res["clear (true kind curves)"]
             uni, prior = res["uniform"], res["clear (prior only)"]
+            per_stream = [_ratio(_measured([r["clear (learned)"]], measure_from),
+                                 _measured([r["clear (true kind curves)"]], measure_from),
+                                 expected=True) for r in runs]
             rows.append([
-                model, budget, *(f"{res[v].accuracy_after(half):.3f}" for v in MAIN),
-                _ratio(learned, kind, half), _ratio(learned, kind, half, expected=True),
-                f"{100 * (learned.accuracy_after(half) - uni.accuracy_after(half)):+.1f}",
-                f"{100 * (prior.accuracy_after(half) - uni.accuracy_after(half)):+.1f}",
-                *(f"{res[v].accuracy_after(half):.3f}" if v in res else "" for v in ABLATIONS),
-                _calls_per_kind(learned, half),
+                model, budget, *(f"{res[v].accuracy_after(0):.3f}" for v in MAIN),
+                _ratio(learned, kind), _ratio(learned, kind, expected=True),
+                " / ".join(per_stream),
+                f"{100 * (learned.accuracy_after(0) - uni.accuracy_after(0)):+.1f}",
+                f"{100 * (prior.accuracy_after(0) - uni.accuracy_after(0)):+.1f}",
+                *(f"{res[v].accuracy_after(0):.3f}" if v in res else "" for v in ABLATIONS),
+                _calls_per_kind(runs[0]["clear (learned)"], measure_from),
             ])
-            per_window[model, budget] = res
+            per_window[model, budget] = runs[0]
             print(rows[-1], flush=True)
     headers = ["model", "tokens/item", *MAIN, "learned/true kind",
-               "learned/true kind, expected", "learned-uniform (pts)",
+               "learned/true kind, expected", "expected, per stream", "learned-uniform (pts)",
                "prior-uniform (pts)", *ABLATIONS, "calls/kind before measuring"]
     return headers, rows, per_window
 
 
-def _ratio(learned: StreamResult, kind: StreamResult, window: int, *,
-           expected: bool = False) -> str:
-    """Learned over true-kind accuracy from ``window`` on (realised, or expected)."""
+def _measured(results: list[StreamResult], window: int) -> StreamResult:
+    """The windows from ``window`` on of one variant's streams, pooled into one result."""
+    pooled = StreamResult(results[0].variant)
+    for result in results:
+        for name in ("correct", "items", "output_tokens", "abandoned", "calls_learned",
+                     "errors", "expected_correct", "caps"):
+            getattr(pooled, name).extend(getattr(result, name)[window:])
+    return pooled
+
+
+def _ratio(learned: StreamResult, kind: StreamResult, *, expected: bool = False) -> str:
+    """Learned over true-kind accuracy (realised, or expected)."""
     if expected:
-        ours, theirs = learned.expected_accuracy_after(window), kind.expected_accuracy_after(window)
+        ours, theirs = learned.expected_accuracy_after(0), kind.expected_accuracy_after(0)
     else:
-        ours, theirs = learned.accuracy_after(window), kind.accuracy_after(window)
+        ours, theirs = learned.accuracy_after(0), kind.accuracy_after(0)
     return f"{ours / max(theirs, 1e-9):.2f}"
 
 
@@ -98,9 +114,10 @@ async def mixes_and_arrivals(model, windows, size, measure_from, sim):
                                  pool=pool, measure_from=measure_from)
         _no_errors(res)
         half = measure_from
-        learned, kind = res["clear (learned)"], res["clear (true kind curves)"]
+        learned, kind = (_measured([res[v]], half)
+                         for v in ("clear (learned)", "clear (true kind curves)"))
         rows.append([mix, arrivals, *(f"{res[v].accuracy_after(half):.3f}" for v in variants),
-                     _ratio(learned, kind, half), _ratio(learned, kind, half, expected=True)])
+                     _ratio(learned, kind), _ratio(learned, kind, expected=True)])
         print(rows[-1], flush=True)
     return ["mix", "arrivals", *variants, "learned/true kind",
             "learned/true kind, expected"], rows
@@ -163,6 +180,8 @@ def plot(per_window, model, budgets, measure_from):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--streams", type=int, default=2,
+                        help="balanced streams per cold-start cell (pooled)")
     args = parser.parse_args()
     started = time.perf_counter()
     models = load_sweep().models_with_caps(3)
@@ -170,7 +189,7 @@ def main() -> None:
     if args.quick:
         models = models[:1]
     async def run_all(sim):
-        cold = await cold_start(models, windows, size, measure_from, sim)
+        cold = await cold_start(models, windows, size, measure_from, sim, args.streams)
         mixes = await mixes_and_arrivals(models[0], windows, size, measure_from, sim)
         rob = await robustness(models, max(windows // 4, 2), size, sim)
         return cold, mixes, rob
@@ -187,7 +206,8 @@ def main() -> None:
         "to the local simulator, which replays real runs of the sweep; the harness grades each "
         "answer against the gold answer and reports it back (`record_outcome`). All variants see "
         "the same stream, and each occurrence of an item replays the same run under every "
-        f"variant. Accuracy is measured over windows {measure_from + 1}-{windows}, after the "
+        f"variant. Cold start: {args.streams} streams per cell, pooled. Accuracy is measured "
+        f"over windows {measure_from + 1}-{windows}, after the "
         f"learned estimator has learned from windows 1-{measure_from} (it keeps learning after); "
         "the variants that do not learn run the measured windows only. `prior only` is CLEAR "
         "with no history at all (the population prior, computed without the evaluated model). "
@@ -196,8 +216,8 @@ def main() -> None:
         "group fitted to a bootstrap resample of its calls instead of the calls as they are). "
         "`learned/true kind` divides the accuracies the calls reached; `, expected` divides "
         "the expected accuracies of the caps they were sent with, on the items' true curves: "
-        "the same allocations without the noise of which run each call drew (a paired "
-        "ratio's realised value moves by a few points between streams).",
+        "the same allocations without the noise of which run each call drew; `per stream` "
+        "shows how much one stream's ratio moves.",
         "### Cold start, balanced stream\n\n" + markdown_table(headers, rows),
         f"![cold start]({PLOT.name})",
         f"### Mixes and arrivals ({models[0]}, 2048 tokens/item)\n\n"
