@@ -64,9 +64,9 @@ def _population(exclude: tuple[str, ...]) -> tuple[EmpiricalCurve, EmpiricalCurv
             ).values)
     if not correct:
         raise ValueError(f"exclude_models leaves no model of the sweep; got {sorted(exclude)}")
-    return tuple(  # type: ignore[return-value]
-        EmpiricalCurve(CURVE_GRID, smooth(np.concatenate(rows).mean(axis=0)[None, :]))
-        for rows in (correct, finished))
+    right, done = (EmpiricalCurve(CURVE_GRID, smooth(np.concatenate(rows).mean(axis=0)[None, :]))
+                   for rows in (correct, finished))
+    return right, done
 
 
 def population_prior(exclude_models: Iterable[str] = ()) -> EmpiricalCurve:
