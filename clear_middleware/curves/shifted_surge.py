@@ -244,8 +244,9 @@ class SurgeResponse(BestResponse):
         # U''(b) = a beta^2 e^{-y} (1 - y) < 0 on the concave side (y = beta (b - tau) > 1).
         interior = (tokens > self.lower) & (tokens < self.upper)
         y = (tokens - self._threshold) / self._inv_rate
-        curvature = self.curves.ceiling * (1.0 - y) * np.exp(-y) / (self._inv_rate**2)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # Far below the threshold (y << 0) e^{-y} overflows to inf: convex there, no slope.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            curvature = self.curves.ceiling * (1.0 - y) * np.exp(-y) / (self._inv_rate**2)
             slope = 1.0 / curvature
         return np.where(interior & (curvature < 0), slope, 0.0)
 
