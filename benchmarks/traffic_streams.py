@@ -156,16 +156,17 @@ def plot(per_window, model, budgets, measure_from):
 
     fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 3.6), sharey=False)
     for ax, budget in zip(np.atleast_1d(axes), budgets, strict=True):
-        for variant, result in per_window[model, budget].items():
+        for number, (variant, result) in enumerate(per_window[model, budget].items()):
+            color = f"C{number}"
             acc = np.array(result.correct) / np.maximum(result.items, 1)
             if variant.startswith("clear (learned"):
                 # Learning variants: accuracy per window, smoothed over 4 windows.
                 smooth = np.convolve(acc, np.ones(4) / 4, mode="valid")
                 ax.plot(np.arange(4, len(acc) + 1), smooth, marker="o", markersize=3,
-                        label=variant)
+                        label=variant, color=color)
             else:  # static variants: their accuracy over the measured windows
                 ax.axhline(result.accuracy_after(measure_from), linestyle="--", linewidth=1,
-                           label=variant, color=None)
+                           label=variant, color=color)
         ax.axvline(measure_from + 0.5, color="grey", linewidth=0.8)
         ax.set_title(f"{model}, {budget} tokens/item")
         ax.set_xlabel("window (batches of subtasks, in arrival order)")

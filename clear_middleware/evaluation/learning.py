@@ -1,6 +1,6 @@
 """Offline: what learning only at its own caps costs the History estimator.
 
-A stream of windows (balanced mix, as in :mod:`.traffic`) is allocated by CLEAR on the
+A stream of windows (a mix of :mod:`.traffic`, balanced by default) is allocated by CLEAR on the
 estimator's curves; each subtask's drawn real run is then observed the way a middleware sees it:
 finished within its cap (an observed length, and correctness reported), or cut at its cap
 (censored). After ``measure_from`` windows of learning, each window's caps are scored by their
@@ -42,11 +42,12 @@ def censored_learning(
     model: str, budget_per_item: int, *, windows: int = 40, measure_from: int = 28,
     window_size: int = 40, seed: int = 0, observe: Literal["censored", "full"] = "censored",
     exploration: Literal["thompson", "none"] = "none", prior_weight: float = 3.0,
+    mix: str = "balanced",
 ) -> LearningResult:
     """Learned CLEAR against true-kind CLEAR on one stream (see the module docstring)."""
     pool = item_pool(model)
     runs = item_rollouts(load_sweep(), model)
-    weights = sampling_weights(pool, "balanced")
+    weights = sampling_weights(pool, mix)
     kinds = kind_truth(pool, weights)
     max_cap = int(pool.truth.grid[-1])
     estimator = HistoryEstimator(prior=population_prior([model]), exploration=exploration,
