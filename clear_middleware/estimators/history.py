@@ -286,8 +286,8 @@ def _count_records(records: list[Observation], min_reported: int) -> GroupCounts
     at_risk = np.concatenate(([0.0], order.size - np.searchsorted(order, grid[:-1], "right")))
     bins = np.clip(np.searchsorted(grid, stops[finished], side="left"), 1, grid.size - 1)
     done = np.bincount(bins, minlength=grid.size).astype(np.float64)
-    right = np.bincount(bins, weights=worth[finished], minlength=grid.size)
-    return GroupCounts(at_risk, done, right, len(calls))
+    answered_right = np.bincount(bins, weights=worth[finished], minlength=grid.size)
+    return GroupCounts(at_risk, done, answered_right, len(calls))
 
 
 def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float) -> GroupCurve:
