@@ -30,7 +30,8 @@ from clear_middleware.simulator import SimulatorServer
 BUDGETS = (512, 1024, 2048, 4096, 8192)
 MAIN = ("uniform", "clear (prior only)", "clear (learned)", "clear (true kind curves)",
         "clear (true item curves)")
-ABLATIONS = ("clear (learned, no hints)", "clear (learned, Thompson)")
+ABLATIONS = ("clear (learned, no hints)", "clear (learned, Thompson)",
+             "clear (learned, pacing off)")
 PLOT = DOCS / "cold_start.png"
 
 
@@ -213,8 +214,10 @@ def main() -> None:
         "the variants that do not learn run the measured windows only. `prior only` is CLEAR "
         "with no history at all (the population prior, computed without the evaluated model). "
         "Kinds are the three benchmarks; MATH-500 items carry their level as a hint. The "
-        "ablations (first model only) learn without hints, and with Thompson sampling (each "
-        "group fitted to a bootstrap resample of its calls instead of the calls as they are). "
+        "ablations (first model only) learn without hints, with Thompson sampling (each "
+        "group fitted to a bootstrap resample of its calls instead of the calls as they are), "
+        "and with pacing off (`pace_sigma=0`: past its caps every group continues at its "
+        "parent's pace instead of its own). "
         "`learned/true kind` divides the accuracies the calls reached; `, expected` divides "
         "the expected accuracies of the caps they were sent with, on the items' true curves: "
         "the same allocations without the noise of which run each call drew; `per stream` "

@@ -29,6 +29,20 @@ caps and was never corrected). Measured offline (``benchmarks/learning_censoring
 took learning at its own caps from about 0.95 of CLEAR on the true per-kind curves to 0.96-1.0
 at 2,048 and 4,096 tokens per item.
 
+The parent is first set to the group's *pace* (an accelerated-failure-time model): a group's
+runs are taken to be its parent's, ``pace`` times slower in tokens (``U(b) = U_parent(b /
+pace)``, the same for the still-running share). The pace is unknown; its posterior on
+:data:`PACES` (1/4 to 8) comes from the likelihood of the group's calls under each paced
+parent and a log-normal prior of spread ``pace_sigma`` centred on 1, and the paced parent is
+the posterior mean of the paced curves (the expected curve, which is what expected accuracy
+needs: a few calls leave the pace uncertain and the curve near the parent's). Hard kinds are
+slow: AIME runs still going at 3,000 tokens are in the middle of their reasoning, not stuck,
+and go on to finish far more often than the population's runs still going there. Continued
+at the population's pace, hard kinds were undervalued past their caps, priced out, and never
+observed again (deepscaler AIME 2024 learned at 0.22 within 8,192 tokens against a true 0.40,
+and so abandoned). ``pace_sigma=0`` turns pacing off; what it is worth is measured in
+``benchmarks/learning_censoring.py``.
+
 The prior is the documented population curve (:func:`~.prior.population_prior`), with how
 long its runs are (:func:`~.prior.population_finished`): the expected curve of a subtask of
 unknown difficulty, wide and cautious, which sharpens into the kind's own curve as calls
@@ -77,6 +91,11 @@ _PRIOR_CORRECT_WEIGHT = 10.0
 
 _ALIVE = 1e-9
 
+PACES = np.exp(np.linspace(np.log(0.25), np.log(8.0), 61))
+"""Paces a group may run at relative to its parent (a multiplier on tokens, 1/4 to 8, 6% apart;
+see the module docstring)."""
+PACES.flags.writeable = False
+
 
 @dataclass(frozen=True)
 class GroupCurve:
@@ -84,12 +103,15 @@ class GroupCurve:
 
     ``values``: probability of a correct answer within ``b`` tokens (the utility curve);
     ``running``: probability that a run is still going at ``b`` tokens (not finished, right or
-    wrong), 1 at 0 tokens; ``calls``: the group's own calls (0 for the prior).
+    wrong), 1 at 0 tokens; ``calls``: the group's own calls (0 for the prior); ``pace``: how
+    many times slower in tokens than its parent's the group's runs were found to be (1 for the
+    prior and for pacing off; below 1 is faster).
     """
 
     values: NDArray[np.float64]
     running: NDArray[np.float64]
     calls: int
+    pace: float = 1.0
 
 
 class HistoryEstimator:
@@ -108,6 +130,10 @@ class HistoryEstimator:
         prior_finished: probability that a run of the prior has finished (right or wrong)
             within ``b`` tokens, one :class:`EmpiricalCurve` (default: the population's with
             the population prior, else every run not yet correct is taken as still going).
+        pace_sigma: spread of the log-normal prior on a group's pace against its parent's
+            (natural-log tokens, >= 0; default 0.7: two spreads are a pace of 1/4 to 4; 1.5
+            measured alike on average on the offline learning benchmark and worse on one
+            hard-heavy stream); 0 keeps every group at its parent's pace.
         use_hints: learn per (kind, hint) too, shrunk toward the kind.
         min_reported: correctness reports needed to learn from correctness directly (>= 1).
         exploration: ``"thompson"`` (fit each group to a bootstrap resample of its calls, see
@@ -129,12 +155,15 @@ class HistoryEstimator:
         prior_weight: float = 3.0,
         prior_sigma_tokens: float = 500.0,
         prior_finished: EmpiricalCurve | None = None,
+        pace_sigma: float = 0.7,
         use_hints: bool = True,
         min_reported: int = 10,
         exploration: Literal["thompson", "none"] = "none",
     ) -> None:
         if not prior_weight > 0:
             raise ValueError(f"prior_weight must be > 0 calls; got {prior_weight!r}")
+        if not pace_sigma >= 0:
+            raise ValueError(f"pace_sigma must be >= 0 (log-tokens); got {pace_sigma!r}")
         if not prior_sigma_tokens >= 0:
             raise ValueError(f"prior_sigma_tokens must be >= 0 tokens; got {prior_sigma_tokens!r}")
         default_prior = prior is None
@@ -161,6 +190,7 @@ class HistoryEstimator:
                     else np.maximum(prior_finished.value(CURVE_GRID[None, :])[0], values))
         self.prior = GroupCurve(values, 1.0 - np.clip(finished, 0.0, 1.0), 0)
         self.prior_weight = float(prior_weight)
+        self.pace_sigma = float(pace_sigma)
         self.use_hints = use_hints
         self.min_reported = int(min_reported)
         self.exploration = exploration
@@ -220,7 +250,7 @@ class HistoryEstimator:
         return EmpiricalCurve(CURVE_GRID, values)
 
     def _shrunk(self, key: str, parent: GroupCurve) -> GroupCurve:
-        return _posterior(self._counts(key), parent, self.prior_weight)
+        return _posterior(self._counts(key), parent, self.prior_weight, self.pace_sigma)
 
     def _counts(self, key: str) -> GroupCounts | None:
         version = self.log.version(key)
@@ -290,24 +320,60 @@ def _count_records(records: list[Observation], min_reported: int) -> GroupCounts
     return GroupCounts(at_risk, done, answered_right, len(calls))
 
 
-def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float) -> GroupCurve:
-    """The group's curve: its hazards, each shrunk toward its parent's by ``weight`` calls.
+def _hazards(values: NDArray[np.float64], running: NDArray[np.float64],
+             ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per bin of :data:`CURVE_GRID` (last axis), the hazards of a correct answer and of
+    finishing at all among the runs still going at the bin's start."""
+    alive = running[..., :-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h_correct = np.where(alive > _ALIVE, np.diff(values, axis=-1) / alive, 0.0)
+        h_finish = np.where(alive > _ALIVE, -np.diff(running, axis=-1) / alive, 1.0)
+    h_finish = np.clip(h_finish, 0.0, 1.0)
+    return np.clip(h_correct, 0.0, h_finish), h_finish
+
+
+def _paced(parent: GroupCurve, counts: GroupCounts, sigma: float) -> GroupCurve:
+    """The parent stretched in tokens to the group's pace (its expected curve over the pace).
+
+    Every pace of :data:`PACES` at once: the log-likelihood of the calls' finishes among those
+    watched per bin, and of the correct answers among the finishes, under the parent's hazards
+    at that pace, plus the log-normal prior ``-ln(pace)^2 / (2 sigma^2)``, gives the pace's
+    posterior; the result is the posterior mean of the paced curves, and its ``pace`` the
+    posterior geometric mean.
+    """
+    if sigma == 0:
+        return parent
+    stretched = CURVE_GRID[None, :] / PACES[:, None]
+    values = np.interp(stretched, CURVE_GRID, parent.values)
+    running = np.interp(stretched, CURVE_GRID, parent.running)
+    h_correct, h_finish = _hazards(values, running)
+    finish = np.clip(h_finish, _ALIVE, 1.0 - _ALIVE)
+    right = np.clip(h_correct / np.maximum(h_finish, _ALIVE), _ALIVE, 1.0 - _ALIVE)
+    watched, done, correct = counts.at_risk[1:], counts.finished[1:], counts.correct[1:]
+    log_likelihood = (done * np.log(finish) + (watched - done) * np.log1p(-finish)
+                      + correct * np.log(right) + (done - correct) * np.log1p(-right)).sum(-1)
+    log_posterior = log_likelihood - np.log(PACES) ** 2 / (2.0 * sigma**2)
+    weights = np.exp(log_posterior - log_posterior.max())
+    weights /= weights.sum()
+    return GroupCurve(weights @ values, weights @ running, parent.calls,
+                      float(np.exp(weights @ np.log(PACES))))
+
+
+def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float,
+               pace_sigma: float) -> GroupCurve:
+    """The group's curve: its hazards, each shrunk toward its paced parent's by ``weight``
+    calls.
 
     Per bin, the hazard of a correct answer is ``(correct + weight * h_parent) / (at_risk +
     weight)`` and the same for finishing at all (the posterior mean of a beta-process prior
-    centred on the parent). Where many calls were watched the group's own hazards rule; past
-    the largest cap it tried (no call watched) its still-running share continues as the
-    parent's runs do.
+    centred on the parent, set to the group's pace first: :func:`_paced`). Where many calls
+    were watched the group's own hazards rule; past the largest cap it tried (no call watched)
+    its still-running share continues as the parent's runs do at the group's pace.
     """
     if counts is None:
         return parent
-    p_value, p_running = parent.values, parent.running
-    alive = p_running[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h_correct = np.where(alive > _ALIVE, np.diff(p_value) / alive, 0.0)
-        h_finish = np.where(alive > _ALIVE, -np.diff(p_running) / alive, 1.0)
-    h_finish = np.clip(h_finish, 0.0, 1.0)
-    h_correct = np.clip(h_correct, 0.0, h_finish)
+    parent = _paced(parent, counts, pace_sigma)
+    h_correct, h_finish = _hazards(parent.values, parent.running)
     denominator = counts.at_risk[1:] + weight
     h_correct = (counts.correct[1:] + weight * h_correct) / denominator
     h_finish = np.maximum((counts.finished[1:] + weight * h_finish) / denominator, h_correct)
@@ -315,4 +381,4 @@ def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float) ->
     values = np.concatenate(([0.0], np.cumsum(running[:-1] * h_correct)))
     values = smooth(np.clip(values, 0.0, 1.0)[None, :])[0]
     finished = smooth(np.clip(1.0 - running, 0.0, 1.0)[None, :])[0]
-    return GroupCurve(values, 1.0 - np.maximum(finished, values), counts.calls)
+    return GroupCurve(values, 1.0 - np.maximum(finished, values), counts.calls, parent.pace)

@@ -19,6 +19,8 @@ every variant, so differences come from the caps alone):
 - ``clear (learned, no hints)``: the same without hints;
 - ``clear (learned, Thompson)``: the same with hints, each group fitted to a bootstrap
   resample of its calls (``exploration="thompson"``) instead of the calls as they are;
+- ``clear (learned, pacing off)``: the same with hints, every group kept at its parent's pace
+  (``pace_sigma=0``: past its caps a hard kind continues as the population's runs do);
 - ``clear (true kind curves)``: CLEAR told each kind's true curve (the sampling-weighted mean
   of the items' measured curves): the target of a per-kind estimator;
 - ``clear (true item curves)``: CLEAR told each item's own measured curve: what per-item
@@ -59,6 +61,7 @@ VARIANTS = (
     "clear (learned)",
     "clear (learned, no hints)",
     "clear (learned, Thompson)",
+    "clear (learned, pacing off)",
     "clear (true kind curves)",
     "clear (true item curves)",
 )
@@ -222,7 +225,8 @@ def window_subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
     return out
 
 
-LEARNING = ("clear (learned)", "clear (learned, no hints)", "clear (learned, Thompson)")
+LEARNING = ("clear (learned)", "clear (learned, no hints)", "clear (learned, Thompson)",
+            "clear (learned, pacing off)")
 
 
 def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
@@ -240,6 +244,8 @@ def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
         return HistoryEstimator(**learned, use_hints=False)
     if variant == "clear (learned, Thompson)":
         return HistoryEstimator(**learned, use_hints=True, exploration="thompson")
+    if variant == "clear (learned, pacing off)":
+        return HistoryEstimator(**learned, use_hints=True, pace_sigma=0.0)
     if variant == "clear (true kind curves)":
         return CurveTable(kind_truth(pool, weights))
     if variant == "clear (true item curves)":

@@ -74,7 +74,9 @@ def test_without_correctness_it_learns_lengths_and_scales_by_the_prior_accuracy(
 
 
 def test_hints_are_shrunk_toward_their_kind():
-    est = HistoryEstimator(prior_weight=30.0)
+    # The hazards' shrinkage alone (pacing off: three calls can set a different pace, which
+    # the pacing tests below cover).
+    est = HistoryEstimator(prior_weight=30.0, pace_sigma=0.0)
     feed(est, 600, hint="easy", truth=ShiftedSurge(0.95, 200.0, 1 / 300), seed=1)
     feed(est, 600, hint="hard", truth=ShiftedSurge(0.4, 3000.0, 1 / 1500), seed=2)
     feed(est, 3, hint="rare", seed=3)
@@ -134,6 +136,8 @@ def test_logs_keep_a_bounded_window(tmp_path, make):
 def test_bad_arguments_name_the_field():
     with pytest.raises(ValueError, match="prior_weight must be > 0"):
         HistoryEstimator(prior_weight=0)
+    with pytest.raises(ValueError, match=r"pace_sigma must be >= 0 \(log-tokens\)"):
+        HistoryEstimator(pace_sigma=-0.5)
     with pytest.raises(ValueError, match="prior must be a ShiftedSurge or EmpiricalCurve"):
         HistoryEstimator(prior=ShiftedSurge(0.5, [1.0, 2.0], 0.1))
     with pytest.raises(ValueError, match="prior_finished must be an EmpiricalCurve holding one"):
@@ -167,8 +171,8 @@ def test_past_its_largest_cap_a_group_runs_on_as_its_parent_does():
     grid = CURVE_GRID
     finished = 1.0 - np.exp(-grid / 4000.0)
     est = HistoryEstimator(prior=EmpiricalCurve(grid, 0.5 * finished), prior_weight=3.0,
-                           prior_finished=EmpiricalCurve(grid, finished))
-    for i in range(97):  # every call cut at 2,048 tokens
+                           prior_finished=EmpiricalCurve(grid, finished), pace_sigma=0.0)
+    for i in range(97):  # every call cut at 2,048 tokens (pacing off: the parent's own pace)
         est.observe(CallObservation(f"c{i}", "k", "m", 2048, 2048, False))
     at = est.group("m", "k")
     # Up to 2,048 tokens the parent's hazard counts for 3 calls against 97 watched ones that
@@ -185,6 +189,56 @@ def test_past_its_largest_cap_a_group_runs_on_as_its_parent_does():
     np.testing.assert_allclose(at.running, expected_running, atol=2e-3)
     np.testing.assert_allclose(at.values, expected_value, atol=2e-3)
     assert np.interp(8192.0, grid, at.values) == pytest.approx(0.394, abs=0.01)
+
+
+def _exponential_parent(mean_tokens, **options):
+    """An estimator whose prior runs finish at a constant hazard, half of them right."""
+    finished = 1.0 - np.exp(-CURVE_GRID / mean_tokens)
+    return HistoryEstimator(prior=EmpiricalCurve(CURVE_GRID, 0.5 * finished),
+                            prior_finished=EmpiricalCurve(CURVE_GRID, finished), **options)
+
+
+def test_a_slow_kind_runs_past_its_caps_at_its_own_pace():
+    # The parent's runs take 1,000 tokens on average; the kind's take 4,000 (pace 4, on the
+    # grid of paces: 0.25 * 2^(48/12)). 2,000 calls, all capped at 2,048 tokens, at the
+    # quantiles of that length, every other finished one right.
+    lengths = -4000.0 * np.log1p(-(np.arange(2000) + 0.5) / 2000)
+    paced, unpaced = _exponential_parent(1000.0), _exponential_parent(1000.0, pace_sigma=0.0)
+    for est in (paced, unpaced):
+        for i, length in enumerate(lengths):
+            done = bool(length <= 2048)
+            est.observe(CallObservation(f"c{i}", "k", "m", 2048, int(min(length, 2048)), done,
+                                        correct=done and i % 2 == 0))
+    group = paced.group("m", "k")
+    assert group.pace == pytest.approx(4.0, rel=0.03)
+    assert unpaced.group("m", "k").pace == 1.0
+    # At its pace the kind is what it is: 0.5 * (1 - exp(-4096 / 4000)) = 0.320 right within
+    # 4,096 tokens. Continued at the parent's pace past 2,048, its still-running share
+    # exp(-2048 / 4000) = 0.599 would finish with mean 1,000 tokens: 0.5 * (1 - 0.599) +
+    # 0.5 * 0.599 * (1 - exp(-2048 / 1000)) = 0.461, overvalued by 14 points.
+    truth = smooth(0.5 * (1.0 - np.exp(-CURVE_GRID / 4000.0))[None, :])[0]
+    assert np.interp(4096.0, CURVE_GRID, truth) == pytest.approx(0.320, abs=0.005)
+    np.testing.assert_allclose(group.values[CURVE_GRID <= 16384], truth[CURVE_GRID <= 16384],
+                               atol=0.01)
+    assert np.interp(4096.0, CURVE_GRID, unpaced.group("m", "k").values) == pytest.approx(
+        0.461, abs=0.01)
+
+
+def test_few_calls_leave_the_pace_uncertain_and_many_settle_it():
+    est = _exponential_parent(1000.0)
+    rng = np.random.default_rng(5)
+    paces = []
+    for n in (0, 5, 50, 500):
+        for i in range(est.group("m", "k").calls, n):  # runs twice as long as the parent's
+            length = rng.exponential(2000.0)
+            done = bool(length <= 1024)
+            est.observe(CallObservation(f"c{i}", "k", "m", 1024, int(min(length, 1024)),
+                                        done, correct=done))
+        paces.append(est.group("m", "k").pace)
+    # No calls: the parent as it is; then the pace moves toward 2 as calls arrive.
+    assert paces[0] == 1.0
+    assert 1.0 < paces[1] < paces[3]
+    assert paces[3] == pytest.approx(2.0, rel=0.1)
 
 
 def _draws(est, calls, at):
