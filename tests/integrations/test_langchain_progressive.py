@@ -218,11 +218,18 @@ async def test_progressive_batch_continues_cut_inputs(sim, is_async, streaming):
     assert sorted(_rows(handler.events)) == CONTINUED_EVENTS
     # The chain's parser saw each whole answer.
     assert _finished(outputs) == [0, 1, 2, 3]
-    # Each continued call reserved its prompt (24 tokens + a 12-token margin), the partial
-    # answer it re-reads with its message framing (980 tokens) and its step, and was charged
-    # what the server reported.
+    # Each call reserved its prompt at the margin in force when it started, and its step; a
+    # continued call also the partial answer it re-reads with its message framing (980
+    # tokens). Each was charged what the server reported. The prompt's 24 tokens take the
+    # 1.5 prior margin (36) until five calls have settled, the learned one (25) after: the four
+    # first calls start before anything settles (976 + 36 = 1012) and so, nearly always, do
+    # the other two of round 0; but with four at a time the sixth may start after the other
+    # five settled (976 + 25 = 1001); the continued ones always come after.
     statement = [(e.kind, e.tokens) for e in session.statement()]
-    assert sorted(t for k, t in statement if k == "reserve") == [1012] * 6 + [1069, 1981, 1981]
+    reserves = sorted(t for k, t in statement if k == "reserve")
+    assert reserves[6:] == [64 + 980 + 25, 976 + 980 + 25, 976 + 980 + 25]
+    assert reserves[:6].count(1012) >= 5
+    assert set(reserves[:6]) <= {1012, 1001}
     assert sorted(t for k, t in statement if k == "commit") == [
         727, 872, 1000, 1000, 1000, 1000, 1068, 1152, 1164]
 
