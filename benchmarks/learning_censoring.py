@@ -1,6 +1,6 @@
 """What learning only at its own caps costs the History estimator (offline, no HTTP).
 
-Run: ``python benchmarks/learning_censoring.py [--seeds N]`` (about 6 minutes per seed on 2
+Run: ``python benchmarks/learning_censoring.py [--seeds N]`` (about 4 minutes per seed on 2
 cores). Writes the ``learning-censoring`` section of ``docs/benchmarks.md``. See
 :mod:`clear_middleware.evaluation.learning`: a balanced stream of 40 windows of 40 subtasks,
 28 to learn, accuracy scored on the items' true curves over the last 12.
@@ -26,12 +26,14 @@ BUDGETS = (512, 1024, 2048, 4096, 8192)
 VARIANTS = {
     "censored (default)": dict(observe="censored"),
     "censored, pacing off": dict(observe="censored", pace_sigma=0.0),
+    "censored, pace drawn": dict(observe="censored", exploration="pace"),
     "censored, Thompson": dict(observe="censored", exploration="thompson"),
     "censored, prior weight 30": dict(observe="censored", prior_weight=30.0),
     "every run seen whole": dict(observe="full"),
 }
 MIXES = ("easy-heavy", "hard-heavy", "mixed")
-MIX_VARIANTS = ("censored (default)", "censored, pacing off", "every run seen whole")
+MIX_VARIANTS = ("censored (default)", "censored, pacing off", "censored, pace drawn",
+                "every run seen whole")
 
 
 def _ratio(job: tuple[str, int, str, int, str]) -> float:
@@ -73,7 +75,10 @@ def main() -> None:
         "shows each run uncut whatever its cap (an estimator that saw everything), so the gap "
         "between it and `censored` is what learning at its own caps costs. `pacing off` keeps "
         "every group at its parent's pace (`pace_sigma=0`): past its caps a hard kind "
-        "continues as the population's runs do, the estimator before pacing. `prior weight 30` "
+        "continues as the population's runs do, the estimator before pacing. `pace drawn` "
+        "explores: each allocation draws every group's pace from its posterior "
+        "(`exploration=\"pace\"`) instead of taking the expected curve. `Thompson` fits each "
+        "group to a bootstrap resample of its calls. `prior weight 30` "
         "shrinks each hazard ten times harder toward the parent's than the default. (The "
         "estimator before hazard shrinkage, which mixed curves with a weight of 30 calls and "
         "extended them past the largest cap by a fitted surge, measured 0.92-0.95 at 2048 and "

@@ -41,7 +41,7 @@ class LearningResult:
 def censored_learning(
     model: str, budget_per_item: int, *, windows: int = 40, measure_from: int = 28,
     window_size: int = 40, seed: int = 0, observe: Literal["censored", "full"] = "censored",
-    exploration: Literal["thompson", "none"] = "none", prior_weight: float = 3.0,
+    exploration: Literal["thompson", "pace", "none"] = "none", prior_weight: float = 3.0,
     mix: str = "balanced", pace_sigma: float = 0.7,
 ) -> LearningResult:
     """Learned CLEAR against true-kind CLEAR on one stream (see the module docstring)."""
@@ -52,7 +52,8 @@ def censored_learning(
     max_cap = int(pool.truth.grid[-1])
     estimator = HistoryEstimator(prior=population_prior([model]), exploration=exploration,
                                  prior_finished=population_finished([model]),
-                                 prior_weight=prior_weight, pace_sigma=pace_sigma)
+                                 prior_weight=prior_weight, pace_sigma=pace_sigma,
+                                 seed=seed)
     rng = np.random.default_rng(seed)
     learned, true_kind = [], []
     calls = 0

@@ -16,7 +16,7 @@ from clear_middleware.estimators import (
     population_finished,
     population_prior,
 )
-from clear_middleware.estimators.history import CURVE_GRID
+from clear_middleware.estimators.history import CURVE_GRID, PACES
 from clear_middleware.estimators.prior import smooth
 from clear_middleware.subtask import Subtask
 from tests.redis_server import RedisServer
@@ -241,6 +241,29 @@ def test_few_calls_leave_the_pace_uncertain_and_many_settle_it():
     assert paces[3] == pytest.approx(2.0, rel=0.1)
 
 
+def test_pace_exploration_draws_the_pace_from_its_posterior():
+    def paces(calls, seed):
+        est = _exponential_parent(1000.0, exploration="pace", seed=seed)
+        rng = np.random.default_rng(2)
+        for i in range(calls):  # runs twice as long as the parent's, cut at 1,024 tokens
+            length = rng.exponential(2000.0)
+            done = bool(length <= 1024)
+            est.observe(CallObservation(f"c{i}", "k", "m", 1024, int(min(length, 1024)), done,
+                                        correct=done))
+        mean = _exponential_parent(1000.0, store=est.log).group("m", "k").pace
+        return np.array([est.group("m", "k").pace for _ in range(400)]), mean
+
+    (few, _), (many, mean) = paces(5, seed=1), paces(500, seed=1)
+    # Each look at the group draws a pace: widely after 5 calls, near 2 after 500 (their
+    # posterior's spreads in log-pace), centred on the posterior's (geometric) mean pace.
+    assert np.std(np.log(few)) > 3 * np.std(np.log(many)) > 0
+    assert mean == pytest.approx(2.0, rel=0.15)
+    assert np.exp(np.mean(np.log(many))) == pytest.approx(mean, rel=0.02)
+    # Every draw is one of the paces, and a seed repeats the draws.
+    assert np.isin(few, PACES).all()
+    np.testing.assert_array_equal(paces(5, seed=1)[0], few)
+
+
 def _draws(est, calls, at):
     """The group's curve at ``at`` tokens after each of ``calls`` more identical calls."""
     out = []
@@ -276,5 +299,5 @@ def test_without_exploration_the_fit_is_the_calls_as_they_are():
     draws = _draws(plain, 5, np.array([6000.0]))
     # One more call cut at 512 barely moves the fit: no draw-to-draw noise.
     assert np.ptp(draws) < 1e-3
-    with pytest.raises(ValueError, match="exploration must be 'thompson' or 'none'"):
+    with pytest.raises(ValueError, match="exploration must be 'thompson', 'pace' or 'none'"):
         HistoryEstimator(exploration="ucb")
