@@ -1,6 +1,6 @@
 """What learning only at its own caps costs the History estimator (offline, no HTTP).
 
-Run: ``python benchmarks/learning_censoring.py [--seeds N]`` (about 4 minutes per seed on 2
+Run: ``python benchmarks/learning_censoring.py [--seeds N]`` (about 5 minutes per seed on 2
 cores). Writes the ``learning-censoring`` section of ``docs/benchmarks.md``. See
 :mod:`clear_middleware.evaluation.learning`: a balanced stream of 40 windows of 40 subtasks,
 28 to learn, accuracy scored on the items' true curves over the last 12.
