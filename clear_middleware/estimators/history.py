@@ -251,12 +251,17 @@ class HistoryEstimator:
         return self._shrunk(self.key(model, kind, hint), parent)
 
     def estimate(self, subtasks: Sequence[Subtask], model: str) -> EmpiricalCurve:
+        # Each kind's curve once per call: its hint groups shrink toward the same one (and,
+        # with exploration="pace", toward the same draw).
         groups: dict[tuple[str | None, str | None], GroupCurve] = {}
         rows = []
         for s in subtasks:
             hint = s.hint if self.use_hints else None
+            if (s.kind, None) not in groups:
+                groups[s.kind, None] = self._shrunk(self.key(model, s.kind), self.prior)
             if (s.kind, hint) not in groups:
-                groups[s.kind, hint] = self.group(model, s.kind, hint)
+                groups[s.kind, hint] = self._shrunk(self.key(model, s.kind, hint),
+                                                    groups[s.kind, None])
             rows.append(groups[s.kind, hint].values)
         values = np.array(rows) if rows else np.zeros((0, CURVE_GRID.size))
         return EmpiricalCurve(CURVE_GRID, values)

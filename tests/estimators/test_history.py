@@ -264,6 +264,17 @@ def test_pace_exploration_draws_the_pace_from_its_posterior():
     np.testing.assert_array_equal(paces(5, seed=1)[0], few)
 
 
+def test_one_estimate_draws_each_kind_once_for_all_its_hints():
+    est = _exponential_parent(1000.0, exploration="pace", seed=4)
+    for i in range(5):  # a few calls of the kind, none of the two hints below
+        est.observe(CallObservation(f"c{i}", "k", "m", 1024, 1024, False))
+    rows = est.estimate([Subtask.of("a", kind="k", hint="x"), Subtask.of("b", kind="k"),
+                         Subtask.of("c", kind="k", hint="y")], "m").values
+    # Hint groups without calls are their kind's curve: the same draw for all three rows.
+    np.testing.assert_array_equal(rows[0], rows[1])
+    np.testing.assert_array_equal(rows[2], rows[1])
+
+
 def _draws(est, calls, at):
     """The group's curve at ``at`` tokens after each of ``calls`` more identical calls."""
     out = []
