@@ -140,9 +140,8 @@ class HistoryEstimator:
             within ``b`` tokens, one :class:`EmpiricalCurve` (default: the population's with
             the population prior, else every run not yet correct is taken as still going).
         pace_sigma: spread of the log-normal prior on a group's pace against its parent's
-            (natural-log tokens, >= 0; default 0.7: two spreads are a pace of 1/4 to 4; 1.5
-            measured alike on average on the offline learning benchmark and worse on one
-            hard-heavy stream); 0 keeps every group at its parent's pace.
+            (natural-log tokens, >= 0; default 0.7: two spreads are a pace of 1/4 to 4); 0
+            keeps every group at its parent's pace.
         use_hints: learn per (kind, hint) too, shrunk toward the kind.
         min_reported: correctness reports needed to learn from correctness directly (>= 1).
         exploration: ``"none"`` (the expected curves), ``"pace"`` (draw each group's pace
