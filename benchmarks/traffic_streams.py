@@ -2,7 +2,13 @@
 
 Run: ``python benchmarks/traffic_streams.py [--quick] [--streams N]`` (about 25 minutes per
 cold-start stream, 2 by default, and 10 more; ``--quick`` for a smoke run). Writes the
-``traffic-streams`` section of ``docs/benchmarks.md`` and ``docs/cold_start.png``. Every call
+``traffic-streams`` section of ``docs/benchmarks.md`` and ``docs/cold_start.png``.
+
+``python benchmarks/traffic_streams.py --closer-look --streams 8`` runs only the cold-start
+cells whose expected learned/true-kind ratio in the last full run was below
+:data:`CLOSER_LOOK_BELOW`, on more streams (about 1.3 minutes per stream and cell), and writes
+the ``traffic-streams-closer`` section: two streams per cell leave a ratio uncertain by a few
+points, so a cell near the 0.95 target is settled on more. Every call
 goes BudgetSession -> LiteLLM -> HTTP -> simulator, which replays real runs of the bundled
 budget sweep (CC-BY-4.0, attribution below); see ``clear_middleware/evaluation/traffic.py`` for
 the variants, mixes and arrivals.
@@ -33,38 +39,41 @@ MAIN = ("uniform", "clear (prior only)", "clear (learned)", "clear (true kind cu
 ABLATIONS = ("clear (learned, no hints)", "clear (learned, Thompson)",
              "clear (learned, pacing off)")
 PLOT = DOCS / "cold_start.png"
+CLOSER_LOOK_BELOW = 0.97
+"""Cells of the last full run with an expected ratio below this get a closer look."""
+CLOSER_LOOK_SECTION = "traffic-streams-closer"
 
 
-async def cold_start(models, windows, size, measure_from, sim, streams):
-    """Per model and budget: every main variant on ``streams`` balanced streams (pooled)."""
-    rows, per_window = [], {}
-    for model in models:
-        pool = item_pool(model)
-        for budget in BUDGETS:
-            variants = MAIN + (ABLATIONS if model == models[0] else ())
-            runs = []
-            for seed in range(streams):
-                runs.append(await arun_streams(
-                    sim, model, budget_per_item=budget, windows=windows, window_size=size,
-                    variants=variants, pool=pool, measure_from=measure_from, seed=seed))
-                _no_errors(runs[-1])
-            res = {v: _measured([r[v] for r in runs], measure_from) for v in variants}
-            learned, kind = res["clear (learned)"], res["clear (true kind curves)"]
-            uni, prior = res["uniform"], res["clear (prior only)"]
-            per_stream = [_ratio(_measured([r["clear (learned)"]], measure_from),
-                                 _measured([r["clear (true kind curves)"]], measure_from),
-                                 expected=True) for r in runs]
-            rows.append([
-                model, budget, *(f"{res[v].accuracy_after(0):.3f}" for v in MAIN),
-                _ratio(learned, kind), _ratio(learned, kind, expected=True),
-                " / ".join(per_stream),
-                f"{100 * (learned.accuracy_after(0) - uni.accuracy_after(0)):+.1f}",
-                f"{100 * (prior.accuracy_after(0) - uni.accuracy_after(0)):+.1f}",
-                *(f"{res[v].accuracy_after(0):.3f}" if v in res else "" for v in ABLATIONS),
-                _calls_per_kind(runs[0]["clear (learned)"], measure_from),
-            ])
-            per_window[model, budget] = runs[0]
-            print(rows[-1], flush=True)
+async def cold_start(cells, windows, size, measure_from, sim, streams, ablations_for=None):
+    """Per (model, budget) cell: every main variant on ``streams`` balanced streams (pooled);
+    the ablations too for the model ``ablations_for``."""
+    rows, per_window, pools = [], {}, {}
+    for model, budget in cells:
+        pool = pools.setdefault(model, item_pool(model))
+        variants = MAIN + (ABLATIONS if model == ablations_for else ())
+        runs = []
+        for seed in range(streams):
+            runs.append(await arun_streams(
+                sim, model, budget_per_item=budget, windows=windows, window_size=size,
+                variants=variants, pool=pool, measure_from=measure_from, seed=seed))
+            _no_errors(runs[-1])
+        res = {v: _measured([r[v] for r in runs], measure_from) for v in variants}
+        learned, kind = res["clear (learned)"], res["clear (true kind curves)"]
+        uni, prior = res["uniform"], res["clear (prior only)"]
+        per_stream = [_ratio(_measured([r["clear (learned)"]], measure_from),
+                             _measured([r["clear (true kind curves)"]], measure_from),
+                             expected=True) for r in runs]
+        rows.append([
+            model, budget, *(f"{res[v].accuracy_after(0):.3f}" for v in MAIN),
+            _ratio(learned, kind), _ratio(learned, kind, expected=True),
+            " / ".join(per_stream),
+            f"{100 * (learned.accuracy_after(0) - uni.accuracy_after(0)):+.1f}",
+            f"{100 * (prior.accuracy_after(0) - uni.accuracy_after(0)):+.1f}",
+            *(f"{res[v].accuracy_after(0):.3f}" if v in res else "" for v in ABLATIONS),
+            _calls_per_kind(runs[0]["clear (learned)"], measure_from),
+        ])
+        per_window[model, budget] = runs[0]
+        print(rows[-1], flush=True)
     headers = ["model", "tokens/item", *MAIN, "learned/true kind",
                "learned/true kind, expected", "expected, per stream", "learned-uniform (pts)",
                "prior-uniform (pts)", *ABLATIONS, "calls/kind before measuring"]
@@ -100,6 +109,22 @@ def _no_errors(results: dict[str, StreamResult]) -> None:
 def _calls_per_kind(result: StreamResult, window: int) -> str:
     """Calls per kind the learned estimator had seen when measurement began."""
     return str(result.calls_learned[window - 1] // 3)
+
+
+def closer_look_cells(report_text: str) -> list[tuple[str, int]]:
+    """The cold-start cells of the report's last full run whose expected ratio (pooled) was
+    below :data:`CLOSER_LOOK_BELOW`."""
+    section = report_text.split("<!-- BEGIN traffic-streams -->", 1)[1].split(
+        "### Mixes and arrivals", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    column = header.index("learned/true kind, expected")
+    cells = []
+    for line in lines[1:]:
+        row = [cell.strip() for cell in line.strip("|").split("|")]
+        if float(row[column]) < CLOSER_LOOK_BELOW:
+            cells.append((row[0], int(row[1])))
+    return cells
 
 
 async def mixes_and_arrivals(model, windows, size, measure_from, sim):
@@ -179,19 +204,52 @@ def plot(per_window, model, budgets, measure_from):
     plt.close(fig)
 
 
+def closer_look(windows: int, size: int, measure_from: int, streams: int,
+                started: float) -> None:
+    """More streams for the cells of the last full run near the target (see the module
+    docstring); writes the ``traffic-streams-closer`` section."""
+    from benchmarks._report import REPORT
+
+    cells = closer_look_cells(REPORT.read_text())
+    with SimulatorServer() as sim:
+        headers, rows, _ = asyncio.run(
+            cold_start(cells, windows, size, measure_from, sim, streams))
+    keep = [i for i, name in enumerate(headers) if name not in ABLATIONS]
+    body = "\n\n".join([
+        "### A closer look: the cells near the target, on more streams "
+        "(`benchmarks/traffic_streams.py --closer-look`)",
+        f"The cold-start cells whose expected learned/true-kind ratio in the table above was "
+        f"below {CLOSER_LOOK_BELOW} (two streams leave a ratio uncertain by a few points), "
+        f"run again on {streams} streams each (seeds 0-{streams - 1}, the first two the same "
+        "streams as above), pooled, in the same protocol. A cell is settled by these "
+        "streams, not by the two above.",
+        markdown_table([headers[i] for i in keep], [[row[i] for i in keep] for row in rows]),
+        f"{SWEEP_ATTRIBUTION} Run took {(time.perf_counter() - started) / 60:.0f} min.",
+    ])
+    write_section(CLOSER_LOOK_SECTION, body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--streams", type=int, default=2,
                         help="balanced streams per cold-start cell (pooled)")
+    parser.add_argument("--closer-look", action="store_true",
+                        help="only the cells of the last full run below CLOSER_LOOK_BELOW")
     args = parser.parse_args()
     started = time.perf_counter()
     models = load_sweep().models_with_caps(3)
     windows, size, measure_from = (4, 12, 2) if args.quick else (52, 40, 28)
+    if args.closer_look:
+        closer_look(windows, size, measure_from, args.streams, started)
+        return
     if args.quick:
         models = models[:1]
+    cells = [(model, budget) for model in models for budget in BUDGETS]
+
     async def run_all(sim):
-        cold = await cold_start(models, windows, size, measure_from, sim, args.streams)
+        cold = await cold_start(cells, windows, size, measure_from, sim, args.streams,
+                                ablations_for=models[0])
         mixes = await mixes_and_arrivals(models[0], windows, size, measure_from, sim)
         rob = await robustness(models, max(windows // 4, 2), size, sim)
         return cold, mixes, rob
