@@ -275,6 +275,22 @@ def test_one_estimate_draws_each_kind_once_for_all_its_hints():
     np.testing.assert_array_equal(rows[2], rows[1])
 
 
+def test_curves_are_rebuilt_only_when_a_log_they_rest_on_changes():
+    est = HistoryEstimator()
+    feed(est, 40, hint="x")
+    first = est.group("m", "k", "x")
+    assert est.group("m", "k", "x") is first  # nothing new: the curve built before
+    # A call of the kind alone (no hint) changes the kind's log, not the hint's: the hint
+    # group is shrunk toward the new kind curve all the same.
+    est.observe(CallObservation("late", "k", "m", 8192, 8192, False))
+    rebuilt = est.group("m", "k", "x")
+    assert rebuilt is not first
+    fresh = HistoryEstimator(est.log)  # a worker sharing the log, with nothing cached
+    np.testing.assert_array_equal(rebuilt.values, fresh.group("m", "k", "x").values)
+    np.testing.assert_array_equal(
+        est.estimate([Subtask.of("a", kind="k", hint="x")], "m").values[0], rebuilt.values)
+
+
 def _draws(est, calls, at):
     """The group's curve at ``at`` tokens after each of ``calls`` more identical calls."""
     out = []
