@@ -37,7 +37,10 @@ BUDGETS = (512, 1024, 2048, 4096, 8192)
 MAIN = ("uniform", "clear (prior only)", "clear (learned)", "clear (true kind curves)",
         "clear (true item curves)")
 ABLATIONS = ("clear (learned, no hints)", "clear (learned, Thompson)",
-             "clear (learned, pacing off)")
+             "clear (learned, pacing off)", "clear (learned, pace drawn)")
+CLOSER_LOOK_ABLATIONS = ("clear (learned, pace drawn)",)
+"""The ablations a closer look runs on every cell (the others run on the full run's first model
+only)."""
 PLOT = DOCS / "cold_start.png"
 CLOSER_LOOK_BELOW = 0.97
 """Cells of the last full run with an expected ratio below this get a closer look."""
@@ -45,13 +48,14 @@ CLOSER_LOOK_SECTION = "traffic-streams-closer"
 MIXES_SECTION = "traffic-streams-mixes"
 
 
-async def cold_start(cells, windows, size, measure_from, sim, streams, ablations_for=None):
-    """Per (model, budget) cell: every main variant on ``streams`` balanced streams (pooled);
-    the ablations too for the model ``ablations_for``."""
+async def cold_start(cells, windows, size, measure_from, sim, streams, ablations=None):
+    """Per (model, budget) cell: every main variant on ``streams`` balanced streams (pooled),
+    and the ablations ``ablations[model]``."""
+    ablations = ablations or {}
     rows, per_window, pools = [], {}, {}
     for model, budget in cells:
         pool = pools.setdefault(model, item_pool(model))
-        variants = MAIN + (ABLATIONS if model == ablations_for else ())
+        variants = MAIN + tuple(ablations.get(model, ()))
         runs = []
         for seed in range(streams):
             runs.append(await arun_streams(
@@ -70,7 +74,8 @@ async def cold_start(cells, windows, size, measure_from, sim, streams, ablations
             " / ".join(per_stream),
             f"{100 * (learned.accuracy_after(0) - uni.accuracy_after(0)):+.1f}",
             f"{100 * (prior.accuracy_after(0) - uni.accuracy_after(0)):+.1f}",
-            *(f"{res[v].accuracy_after(0):.3f}" if v in res else "" for v in ABLATIONS),
+            *(f"{res[v].accuracy_after(0):.3f} ({_ratio(res[v], kind, expected=True)})"
+              if v in res else "" for v in ABLATIONS),
             _calls_per_kind(runs[0]["clear (learned)"], measure_from),
         ])
         per_window[model, budget] = runs[0]
@@ -97,7 +102,7 @@ def _ratio(learned: StreamResult, kind: StreamResult, *, expected: bool = False)
         ours, theirs = learned.expected_accuracy_after(0), kind.expected_accuracy_after(0)
     else:
         ours, theirs = learned.accuracy_after(0), kind.accuracy_after(0)
-    return f"{ours / max(theirs, 1e-9):.2f}"
+    return f"{ours / max(theirs, 1e-9):.3f}"
 
 
 def _no_errors(results: dict[str, StreamResult]) -> None:
@@ -246,8 +251,10 @@ def closer_look(windows: int, size: int, measure_from: int, streams: int,
     cells = closer_look_cells(REPORT.read_text())
     with SimulatorServer() as sim:
         headers, rows, _ = asyncio.run(
-            cold_start(cells, windows, size, measure_from, sim, streams))
-    keep = [i for i, name in enumerate(headers) if name not in ABLATIONS]
+            cold_start(cells, windows, size, measure_from, sim, streams,
+                       ablations={model: CLOSER_LOOK_ABLATIONS for model, _ in cells}))
+    keep = [i for i, name in enumerate(headers)
+            if name not in ABLATIONS or name in CLOSER_LOOK_ABLATIONS]
     body = "\n\n".join([
         "### A closer look: the cells near the target, on more streams "
         "(`benchmarks/traffic_streams.py --closer-look`)",
@@ -293,7 +300,7 @@ def main() -> None:
 
     async def run_all(sim):
         cold = await cold_start(cells, windows, size, measure_from, sim, args.streams,
-                                ablations_for=models[0])
+                                ablations={models[0]: ABLATIONS})
         mixes = await mixes_and_arrivals(models, windows, size, measure_from, sim,
                                          args.mix_streams)
         rob = await robustness(models, max(windows // 4, 2), size, sim)
@@ -319,8 +326,11 @@ def main() -> None:
         "Kinds are the three benchmarks; MATH-500 items carry their level as a hint. The "
         "ablations (first model only) learn without hints, with Thompson sampling (each "
         "group fitted to a bootstrap resample of its calls instead of the calls as they are), "
-        "and with pacing off (`pace_sigma=0`: past its caps every group continues at its "
-        "parent's pace instead of its own). "
+        "with pacing off (`pace_sigma=0`: past its caps every group continues at its "
+        "parent's pace instead of its own), and with the pace drawn (`exploration=\"pace\"`: "
+        "each look at a group draws its pace from its posterior). "
+        "An ablation's cell is its accuracy and, in brackets, its expected ratio to the true "
+        "kind curves. "
         "`learned/true kind` divides the accuracies the calls reached; `, expected` divides "
         "the expected accuracies of the caps they were sent with, on the items' true curves: "
         "the same allocations without the noise of which run each call drew; `per stream` "

@@ -21,6 +21,8 @@ every variant, so differences come from the caps alone):
   resample of its calls (``exploration="thompson"``) instead of the calls as they are;
 - ``clear (learned, pacing off)``: the same with hints, every group kept at its parent's pace
   (``pace_sigma=0``: past its caps a hard kind continues as the population's runs do);
+- ``clear (learned, pace drawn)``: the same with hints, each look at a group drawing its pace
+  from its posterior (``exploration="pace"``, Thompson sampling on the pace);
 - ``clear (true kind curves)``: CLEAR told each kind's true curve (the sampling-weighted mean
   of the items' measured curves): the target of a per-kind estimator;
 - ``clear (true item curves)``: CLEAR told each item's own measured curve: what per-item
@@ -62,6 +64,7 @@ VARIANTS = (
     "clear (learned, no hints)",
     "clear (learned, Thompson)",
     "clear (learned, pacing off)",
+    "clear (learned, pace drawn)",
     "clear (true kind curves)",
     "clear (true item curves)",
 )
@@ -226,7 +229,7 @@ def window_subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
 
 
 LEARNING = ("clear (learned)", "clear (learned, no hints)", "clear (learned, Thompson)",
-            "clear (learned, pacing off)")
+            "clear (learned, pacing off)", "clear (learned, pace drawn)")
 
 
 def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
@@ -246,6 +249,8 @@ def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
         return HistoryEstimator(**learned, use_hints=True, exploration="thompson")
     if variant == "clear (learned, pacing off)":
         return HistoryEstimator(**learned, use_hints=True, pace_sigma=0.0)
+    if variant == "clear (learned, pace drawn)":
+        return HistoryEstimator(**learned, use_hints=True, exploration="pace", seed=0)
     if variant == "clear (true kind curves)":
         return CurveTable(kind_truth(pool, weights))
     if variant == "clear (true item curves)":
