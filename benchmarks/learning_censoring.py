@@ -27,13 +27,14 @@ VARIANTS = {
     "censored (default)": dict(observe="censored"),
     "censored, pacing off": dict(observe="censored", pace_sigma=0.0),
     "censored, pace drawn": dict(observe="censored", exploration="pace"),
+    "censored, own tail": dict(observe="censored", own_tail_calls=30.0),
     "censored, Thompson": dict(observe="censored", exploration="thompson"),
     "censored, prior weight 30": dict(observe="censored", prior_weight=30.0),
     "every run seen whole": dict(observe="full"),
 }
 MIXES = ("easy-heavy", "hard-heavy", "mixed")
 MIX_VARIANTS = ("censored (default)", "censored, pacing off", "censored, pace drawn",
-                "every run seen whole")
+                "censored, own tail", "every run seen whole")
 
 
 def _ratio(job: tuple[str, int, str, int, str]) -> float:

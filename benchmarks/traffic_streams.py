@@ -37,8 +37,9 @@ BUDGETS = (512, 1024, 2048, 4096, 8192)
 MAIN = ("uniform", "clear (prior only)", "clear (learned)", "clear (true kind curves)",
         "clear (true item curves)")
 ABLATIONS = ("clear (learned, no hints)", "clear (learned, Thompson)",
-             "clear (learned, pacing off)", "clear (learned, pace drawn)")
-CLOSER_LOOK_ABLATIONS = ("clear (learned, pace drawn)",)
+             "clear (learned, pacing off)", "clear (learned, pace drawn)",
+             "clear (learned, own tail)")
+CLOSER_LOOK_ABLATIONS = ("clear (learned, pace drawn)", "clear (learned, own tail)")
 """The ablations a closer look runs on every cell (the others run on the full run's first model
 only)."""
 PLOT = DOCS / "cold_start.png"
@@ -327,8 +328,10 @@ def main() -> None:
         "ablations (first model only) learn without hints, with Thompson sampling (each "
         "group fitted to a bootstrap resample of its calls instead of the calls as they are), "
         "with pacing off (`pace_sigma=0`: past its caps every group continues at its "
-        "parent's pace instead of its own), and with the pace drawn (`exploration=\"pace\"`: "
-        "each look at a group draws its pace from its posterior). "
+        "parent's pace instead of its own), with the pace drawn (`exploration=\"pace\"`: "
+        "each look at a group draws its pace from its posterior), and with its own tail "
+        "(`own_tail_calls=30`: past its caps a group continues at its own hazards of the "
+        "octave below, blended with its parent's). "
         "An ablation's cell is its accuracy and, in brackets, its expected ratio to the true "
         "kind curves. "
         "`learned/true kind` divides the accuracies the calls reached; `, expected` divides "

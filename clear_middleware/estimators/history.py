@@ -110,6 +110,10 @@ PACES = np.exp(np.linspace(np.log(0.25), np.log(8.0), 61))
 see the module docstring)."""
 PACES.flags.writeable = False
 
+TAIL_MIN_WATCHED = 10
+"""Calls a group must have had watched at a token count for its own tail to start there
+(``own_tail_calls``)."""
+
 
 @dataclass(frozen=True)
 class GroupCurve:
@@ -151,6 +155,8 @@ class HistoryEstimator:
         pace_sigma: spread of the log-normal prior on a group's pace against its parent's
             (natural-log tokens, >= 0; default 0.7: two spreads are a pace of 1/4 to 4); 0
             keeps every group at its parent's pace.
+        own_tail_calls: past its caps, continue a group at its own hazards too, not only its
+            parent's (calls, > 0; None, the default, turns it off): see the module docstring.
         use_hints: learn per (kind, hint) too, shrunk toward the kind.
         min_reported: correctness reports needed to learn from correctness directly (>= 1).
         exploration: ``"none"`` (the expected curves), ``"pace"`` (draw each group's pace
@@ -175,6 +181,7 @@ class HistoryEstimator:
         prior_sigma_tokens: float = 500.0,
         prior_finished: EmpiricalCurve | None = None,
         pace_sigma: float = 0.7,
+        own_tail_calls: float | None = None,
         use_hints: bool = True,
         min_reported: int = 10,
         exploration: Literal["thompson", "pace", "none"] = "none",
@@ -184,6 +191,9 @@ class HistoryEstimator:
             raise ValueError(f"prior_weight must be > 0 calls; got {prior_weight!r}")
         if not pace_sigma >= 0:
             raise ValueError(f"pace_sigma must be >= 0 (log-tokens); got {pace_sigma!r}")
+        if own_tail_calls is not None and not own_tail_calls > 0:
+            raise ValueError(
+                f"own_tail_calls must be > 0 calls, or None (off); got {own_tail_calls!r}")
         if not prior_sigma_tokens >= 0:
             raise ValueError(f"prior_sigma_tokens must be >= 0 tokens; got {prior_sigma_tokens!r}")
         default_prior = prior is None
@@ -212,6 +222,7 @@ class HistoryEstimator:
         self.prior = GroupCurve(values, 1.0 - np.clip(finished, 0.0, 1.0), 0)
         self.prior_weight = float(prior_weight)
         self.pace_sigma = float(pace_sigma)
+        self.own_tail_calls = None if own_tail_calls is None else float(own_tail_calls)
         self.use_hints = use_hints
         self.min_reported = int(min_reported)
         self.exploration = exploration
@@ -295,7 +306,8 @@ class HistoryEstimator:
             if cached is not None and cached[1] == stamp:
                 return cached
         rng = self._rng if drawn else None
-        built = (_posterior(counts, parent[0], self.prior_weight, self.pace_sigma, rng), stamp)
+        built = (_posterior(counts, parent[0], self.prior_weight, self.pace_sigma, rng,
+                            self.own_tail_calls), stamp)
         if not drawn:
             with self._lock:
                 self._curves[key] = built
@@ -412,8 +424,45 @@ def _paced(parent: GroupCurve, counts: GroupCounts, sigma: float,
                       float(np.exp(weights @ np.log(PACES))))
 
 
+def _own_tail(counts: GroupCounts, h_correct: NDArray[np.float64],
+              h_finish: NDArray[np.float64], weight: float, tail_calls: float,
+              ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The parent's hazards past a group's watched range, blended with the group's own.
+
+    ``top`` is the last token count at which :data:`TAIL_MIN_WATCHED` of the group's calls were
+    still watched. Over the octave below it the group's runs finished at some rate per
+    log-token, and some share of those finishes were right (its hazards, shrunk as in
+    :func:`_posterior`); past ``top`` that rate and share are held constant and blended with
+    the parent's hazards, weighing ``n / (n + tail_calls)`` with ``n`` the calls watched at
+    the octave's start.
+    """
+    watched = counts.at_risk[1:]  # per bin (grid[j], grid[j + 1]]
+    enough = np.flatnonzero(watched >= TAIL_MIN_WATCHED)
+    if not enough.size or enough[-1] + 2 >= CURVE_GRID.size:
+        return h_correct, h_finish
+    last = int(enough[-1])
+    top = CURVE_GRID[last + 1]
+    start = max(int(np.searchsorted(CURVE_GRID, top / 2.0)) - 1, 0)
+    octave = slice(start, last + 1)
+    denominator = watched[octave] + weight
+    own_correct = (counts.correct[1:][octave] + weight * h_correct[octave]) / denominator
+    own_finish = np.maximum(
+        (counts.finished[1:][octave] + weight * h_finish[octave]) / denominator, own_correct)
+    still = np.concatenate(([1.0], np.cumprod(1.0 - np.minimum(own_finish, 1.0))))
+    finished = 1.0 - still[-1]
+    share = float(still[:-1] @ own_correct) / finished if finished > _ALIVE else 0.0
+    rate = -np.log(max(still[-1], _ALIVE)) / np.log(top / max(CURVE_GRID[start], 1.0))
+    tail_finish = 1.0 - np.exp(-rate * np.log(CURVE_GRID[last + 2:] / CURVE_GRID[last + 1:-1]))
+    own = watched[start] / (watched[start] + tail_calls)
+    h_correct, h_finish = h_correct.copy(), h_finish.copy()
+    h_finish[last + 1:] = own * tail_finish + (1.0 - own) * h_finish[last + 1:]
+    h_correct[last + 1:] = own * share * tail_finish + (1.0 - own) * h_correct[last + 1:]
+    return h_correct, h_finish
+
+
 def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float,
-               pace_sigma: float, rng: np.random.Generator | None = None) -> GroupCurve:
+               pace_sigma: float, rng: np.random.Generator | None = None,
+               own_tail_calls: float | None = None) -> GroupCurve:
     """The group's curve: its hazards, each shrunk toward its paced parent's by ``weight``
     calls.
 
@@ -427,6 +476,8 @@ def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float,
         return parent
     parent = _paced(parent, counts, pace_sigma, rng)
     h_correct, h_finish = _hazards(parent.values, parent.running)
+    if own_tail_calls is not None:
+        h_correct, h_finish = _own_tail(counts, h_correct, h_finish, weight, own_tail_calls)
     denominator = counts.at_risk[1:] + weight
     h_correct = (counts.correct[1:] + weight * h_correct) / denominator
     h_finish = np.maximum((counts.finished[1:] + weight * h_finish) / denominator, h_correct)

@@ -23,6 +23,8 @@ every variant, so differences come from the caps alone):
   (``pace_sigma=0``: past its caps a hard kind continues as the population's runs do);
 - ``clear (learned, pace drawn)``: the same with hints, each look at a group drawing its pace
   from its posterior (``exploration="pace"``, Thompson sampling on the pace);
+- ``clear (learned, own tail)``: the same with hints, past its caps each group continuing at
+  its own hazards blended with its parent's (``own_tail_calls=30``);
 - ``clear (true kind curves)``: CLEAR told each kind's true curve (the sampling-weighted mean
   of the items' measured curves): the target of a per-kind estimator;
 - ``clear (true item curves)``: CLEAR told each item's own measured curve: what per-item
@@ -65,6 +67,7 @@ VARIANTS = (
     "clear (learned, Thompson)",
     "clear (learned, pacing off)",
     "clear (learned, pace drawn)",
+    "clear (learned, own tail)",
     "clear (true kind curves)",
     "clear (true item curves)",
 )
@@ -229,7 +232,8 @@ def window_subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
 
 
 LEARNING = ("clear (learned)", "clear (learned, no hints)", "clear (learned, Thompson)",
-            "clear (learned, pacing off)", "clear (learned, pace drawn)")
+            "clear (learned, pacing off)", "clear (learned, pace drawn)",
+            "clear (learned, own tail)")
 
 
 def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
@@ -251,6 +255,8 @@ def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
         return HistoryEstimator(**learned, use_hints=True, pace_sigma=0.0)
     if variant == "clear (learned, pace drawn)":
         return HistoryEstimator(**learned, use_hints=True, exploration="pace", seed=0)
+    if variant == "clear (learned, own tail)":
+        return HistoryEstimator(**learned, use_hints=True, own_tail_calls=30.0)
     if variant == "clear (true kind curves)":
         return CurveTable(kind_truth(pool, weights))
     if variant == "clear (true item curves)":
