@@ -138,6 +138,8 @@ def test_bad_arguments_name_the_field():
         HistoryEstimator(prior_weight=0)
     with pytest.raises(ValueError, match=r"pace_sigma must be >= 0 \(log-tokens\)"):
         HistoryEstimator(pace_sigma=-0.5)
+    with pytest.raises(ValueError, match=r"own_tail_calls must be > 0 calls, or None \(off\)"):
+        HistoryEstimator(own_tail_calls=0)
     with pytest.raises(ValueError, match="prior must be a ShiftedSurge or EmpiricalCurve"):
         HistoryEstimator(prior=ShiftedSurge(0.5, [1.0, 2.0], 0.1))
     with pytest.raises(ValueError, match="prior_finished must be an EmpiricalCurve holding one"):
@@ -222,6 +224,39 @@ def test_a_slow_kind_runs_past_its_caps_at_its_own_pace():
                                atol=0.01)
     assert np.interp(4096.0, CURVE_GRID, unpaced.group("m", "k").values) == pytest.approx(
         0.461, abs=0.01)
+
+
+def test_own_tail_continues_a_group_at_its_own_rate_past_its_caps():
+    # The parent's runs take 1,000 tokens on average and only 1 in 10 is right (like a
+    # population whose long runs are mostly hopeless). The kind's runs finish at a constant
+    # rate per log-token (S(b) = 256 / b past 256 tokens: half of those still going at b finish
+    # by 2b) and 4 in 5 are right. 2,000 calls, all capped at 2,048 tokens, at the quantiles.
+    finished = 1.0 - np.exp(-CURVE_GRID / 1000.0)
+    lengths = 256.0 / (1.0 - (np.arange(2000) + 0.5) / 2000)
+
+    def learned(**options):
+        est = HistoryEstimator(prior=EmpiricalCurve(CURVE_GRID, 0.1 * finished),
+                               prior_finished=EmpiricalCurve(CURVE_GRID, finished),
+                               pace_sigma=0.0, **options)
+        for i, length in enumerate(lengths):
+            done = bool(length <= 2048)
+            est.observe(CallObservation(f"c{i}", "k", "m", 2048, int(min(length, 2048)), done,
+                                        correct=done and i % 5 != 0))
+        return est.group("m", "k").values
+
+    # Within 2,048 tokens: 0.8 * (1 - 256 / 2048) = 0.700 right. Past it, at the kind's own
+    # rate: 0.8 * (1 - 256 / 8192) = 0.775 within 8,192 tokens. At the parent's hazards the
+    # 0.125 still going finish within about 2,000 tokens, 1 in 10 right: 0.7125.
+    own, parents = learned(own_tail_calls=30.0), learned()
+    assert np.interp(2048.0, CURVE_GRID, own) == pytest.approx(0.700, abs=0.01)
+    assert np.interp(8192.0, CURVE_GRID, parents) == pytest.approx(0.7125, abs=0.005)
+    # The kind's own hazards weigh n / (n + 30) = 0.943, with n = 500 calls watched at 1,024
+    # tokens; the parent's 0.057 of hazards four times as high finish the runs a little sooner
+    # (and the hazards' shrinkage takes a little more): 0.765, against 0.7125 without.
+    assert np.interp(8192.0, CURVE_GRID, own) == pytest.approx(0.775, abs=0.011)
+    # Within the watched range the curves are the same (the smoothing, 15% in log-tokens,
+    # carries the tail's difference a little below 2,048 tokens).
+    np.testing.assert_allclose(own[CURVE_GRID <= 1536], parents[CURVE_GRID <= 1536], atol=5e-4)
 
 
 def test_few_calls_leave_the_pace_uncertain_and_many_settle_it():
