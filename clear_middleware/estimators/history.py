@@ -43,6 +43,21 @@ observed again (deepscaler AIME 2024 learned at 0.22 within 8,192 tokens against
 and so abandoned). ``pace_sigma=0`` turns pacing off; what it is worth is measured in
 ``benchmarks/learning_censoring.py``.
 
+Past its caps, a group can also continue at its *own* hazards (``own_tail_calls``, off by
+default): over the octave below the last token count at which :data:`TAIL_MIN_WATCHED` of its
+calls were still watched, its runs finished at some rate per log-token and some share of those
+finishes were right; past it that rate and share are held constant, blended with the paced
+parent's hazards with weight ``n / (n + own_tail_calls)`` for ``n`` calls watched at the
+octave's start. Within a homogeneous group the share of still-going runs that finish right in
+the next octave stays about the same (openrs1 MATH-500: 0.40 from 2,048 to 4,096 tokens, 0.42
+from 4,096 to 8,192), while the population's falls (0.25, then 0.14), its long runs being more
+and more the hopeless ones; continuing a MATH-500 group at the population's hazards undervalues
+it past its caps. Measured, it is no better on average than the default: offline
+(``benchmarks/learning_censoring.py``, 4 streams) 0.993 of CLEAR on the true per-kind curves on
+balanced streams at 2,048-4,096 tokens per item against 0.988, and 0.954 against 0.964 on
+hard-heavy ones; end to end, on the three cells nearest the 0.95 target, within a point of the
+default (``docs/benchmarks.md``, closer look).
+
 The prior is the documented population curve (:func:`~.prior.population_prior`), with how
 long its runs are (:func:`~.prior.population_finished`): the expected curve of a subtask of
 unknown difficulty, wide and cautious, which sharpens into the kind's own curve as calls
