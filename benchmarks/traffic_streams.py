@@ -263,7 +263,9 @@ def closer_look(windows: int, size: int, measure_from: int, streams: int,
         f"below {CLOSER_LOOK_BELOW} (two streams leave a ratio uncertain by a few points), "
         f"run again on {streams} streams each (seeds 0-{streams - 1}, the first two the same "
         "streams as above), pooled, in the same protocol. A cell is settled by these "
-        "streams, not by the two above.",
+        "streams, not by the two above. The same stream's ratio can move by a point or two "
+        "from run to run: which concurrent calls settle first changes what the learned "
+        "estimator has seen at each re-plan.",
         markdown_table([headers[i] for i in keep], [[row[i] for i in keep] for row in rows]),
         f"{SWEEP_ATTRIBUTION} Run took {(time.perf_counter() - started) / 60:.0f} min.",
     ])
