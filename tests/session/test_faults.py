@@ -93,13 +93,16 @@ async def test_faults_in_a_concurrent_batch_leave_the_ledger_exact(sim, make_ses
     subtasks = [subtask(item, "easy") for item in EASY_ITEMS]
     sim.fail_next(2, status=500)
     sim.delay_next(1, seconds=6.0)  # longer than the timeout: the client gives up
-    # The timeout leaves a loaded CI machine room for the answered calls and the retry.
+    # The timeout leaves a loaded CI machine room for the answered calls and the retry. A
+    # fault goes to whichever request reaches the server next: a quick 500's retry can get
+    # there before the last first attempts and take the delay, so a retry may itself fail
+    # once (two retries allowed); each fault still costs exactly one extra attempt.
     session = make_session(budget_tokens=12_000, max_concurrency=6, timeout=3.0,
-                           max_retries=1)
+                           max_retries=2)
     results = await session.arun(subtasks, seed=0)
 
     assert [r.status for r in results] == ["ok"] * 6, [r.error for r in results]
-    assert sum(r.attempts for r in results) == 6 + 3  # every faulted call retried once
+    assert sum(r.attempts for r in results) == 6 + 3  # one more attempt per fault
     kinds = Counter(_kinds(session))
     assert kinds == {"reserve": 9, "release": 3, "commit": 6}
     balance = session.remaining()
