@@ -1,7 +1,8 @@
 """Estimators on traffic streams, end to end through the local reasoning simulator.
 
-Run: ``python benchmarks/traffic_streams.py [--quick] [--streams N]`` (about 25 minutes per
-cold-start stream, 2 by default, and 10 more; ``--quick`` for a smoke run). Writes the
+Run: ``python benchmarks/traffic_streams.py [--quick] [--streams N] [--mix-streams N]`` (about
+25 minutes per cold-start stream, 2 by default, and 15 per stream of the mixes, 2 by default;
+``--mixes-only`` runs only the mixes; ``--quick`` for a smoke run). Writes the
 ``traffic-streams`` section of ``docs/benchmarks.md`` and ``docs/cold_start.png``.
 
 ``python benchmarks/traffic_streams.py --closer-look --streams 8`` runs only the cold-start
@@ -57,18 +58,11 @@ async def cold_start(cells, windows, size, measure_from, sim, streams, ablations
     for model, budget in cells:
         pool = pools.setdefault(model, item_pool(model))
         variants = MAIN + tuple(ablations.get(model, ()))
-        runs = []
-        for seed in range(streams):
-            runs.append(await arun_streams(
-                sim, model, budget_per_item=budget, windows=windows, window_size=size,
-                variants=variants, pool=pool, measure_from=measure_from, seed=seed))
-            _no_errors(runs[-1])
-        res = {v: _measured([r[v] for r in runs], measure_from) for v in variants}
+        runs, res, per_stream = await _pooled(
+            sim, model, pool, streams, variants, measure_from, budget_per_item=budget,
+            windows=windows, window_size=size)
         learned, kind = res["clear (learned)"], res["clear (true kind curves)"]
         uni, prior = res["uniform"], res["clear (prior only)"]
-        per_stream = [_ratio(_measured([r["clear (learned)"]], measure_from),
-                             _measured([r["clear (true kind curves)"]], measure_from),
-                             expected=True) for r in runs]
         rows.append([
             model, budget, *(f"{res[v].accuracy_after(0):.3f}" for v in MAIN),
             _ratio(learned, kind), _ratio(learned, kind, expected=True),
@@ -85,6 +79,22 @@ async def cold_start(cells, windows, size, measure_from, sim, streams, ablations
                "learned/true kind, expected", "expected, per stream", "learned-uniform (pts)",
                "prior-uniform (pts)", *ABLATIONS, "calls/kind before measuring"]
     return headers, rows, per_window
+
+
+async def _pooled(sim, model, pool, streams, variants, measure_from, **stream_options):
+    """``streams`` streams (seeds 0 to ``streams - 1``) of ``variants``: each stream's results,
+    every variant's measured windows pooled over the streams, and each stream's expected
+    learned/true-kind ratio."""
+    runs = []
+    for seed in range(streams):
+        runs.append(await arun_streams(sim, model, variants=variants, pool=pool,
+                                       measure_from=measure_from, seed=seed, **stream_options))
+        _no_errors(runs[-1])
+    res = {v: _measured([r[v] for r in runs], measure_from) for v in variants}
+    per_stream = [_ratio(_measured([r["clear (learned)"]], measure_from),
+                         _measured([r["clear (true kind curves)"]], measure_from),
+                         expected=True) for r in runs]
+    return runs, res, per_stream
 
 
 def _measured(results: list[StreamResult], window: int) -> StreamResult:
@@ -151,18 +161,10 @@ async def mixes_and_arrivals(models, windows, size, measure_from, sim, streams):
     for model in models:
         pool = item_pool(model)
         for mix, arrivals in settings:
-            runs = []
-            for seed in range(streams):
-                runs.append(await arun_streams(
-                    sim, model, mix=mix, arrivals=arrivals, budget_per_item=2048,
-                    windows=windows, window_size=size, variants=variants, pool=pool,
-                    measure_from=measure_from, seed=seed))
-                _no_errors(runs[-1])
-            res = {v: _measured([r[v] for r in runs], measure_from) for v in variants}
+            _, res, per_stream = await _pooled(
+                sim, model, pool, streams, variants, measure_from, mix=mix,
+                arrivals=arrivals, budget_per_item=2048, windows=windows, window_size=size)
             learned, kind = res["clear (learned)"], res["clear (true kind curves)"]
-            per_stream = [_ratio(_measured([r["clear (learned)"]], measure_from),
-                                 _measured([r["clear (true kind curves)"]], measure_from),
-                                 expected=True) for r in runs]
             rows.append([model, mix, arrivals,
                          *(f"{res[v].accuracy_after(0):.3f}" for v in variants),
                          _ratio(learned, kind), _ratio(learned, kind, expected=True),
