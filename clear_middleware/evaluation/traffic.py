@@ -231,9 +231,17 @@ def window_subtasks(pool: ItemPool, window: Window) -> list[Subtask]:
     return out
 
 
-LEARNING = ("clear (learned)", "clear (learned, no hints)", "clear (learned, Thompson)",
-            "clear (learned, pacing off)", "clear (learned, pace drawn)",
-            "clear (learned, own tail)")
+_LEARNED_OPTIONS: dict[str, dict[str, object]] = {
+    "clear (learned)": {},
+    "clear (learned, no hints)": dict(use_hints=False),
+    "clear (learned, Thompson)": dict(exploration="thompson"),
+    "clear (learned, pacing off)": dict(pace_sigma=0.0),
+    "clear (learned, pace drawn)": dict(exploration="pace", seed=0),
+    "clear (learned, own tail)": dict(own_tail_calls=30.0),
+}
+"""The learning variants: the :class:`HistoryEstimator` options each changes (hints on
+otherwise)."""
+LEARNING = tuple(_LEARNED_OPTIONS)
 
 
 def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
@@ -245,18 +253,8 @@ def _estimator(variant: str, pool: ItemPool, weights: NDArray[np.float64],
         return extra[variant]()
     if variant in ("uniform", "clear (prior only)"):
         return StaticEstimator(default=prior)
-    if variant == "clear (learned)":
-        return HistoryEstimator(**learned, use_hints=True)
-    if variant == "clear (learned, no hints)":
-        return HistoryEstimator(**learned, use_hints=False)
-    if variant == "clear (learned, Thompson)":
-        return HistoryEstimator(**learned, use_hints=True, exploration="thompson")
-    if variant == "clear (learned, pacing off)":
-        return HistoryEstimator(**learned, use_hints=True, pace_sigma=0.0)
-    if variant == "clear (learned, pace drawn)":
-        return HistoryEstimator(**learned, use_hints=True, exploration="pace", seed=0)
-    if variant == "clear (learned, own tail)":
-        return HistoryEstimator(**learned, use_hints=True, own_tail_calls=30.0)
+    if variant in _LEARNED_OPTIONS:
+        return HistoryEstimator(**{**learned, "use_hints": True, **_LEARNED_OPTIONS[variant]})
     if variant == "clear (true kind curves)":
         return CurveTable(kind_truth(pool, weights))
     if variant == "clear (true item curves)":
