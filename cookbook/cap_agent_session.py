@@ -18,7 +18,7 @@ from clear_middleware.session import BudgetSession
 from clear_middleware.simulator import SimulatorServer, item_marker, load_catalog
 
 BUDGET_TOKENS = 16_000
-QUESTIONS = [i for i in load_catalog().items("deepscaler-1.5b") if i.startswith("aime24/")][:6]
+QUESTIONS = [i for i in load_catalog().items("deepscaler-1.5b") if i.startswith("aime24/")][5:11]
 
 
 def main() -> None:

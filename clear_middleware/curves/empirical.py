@@ -117,24 +117,11 @@ class EmpiricalCurve(CurveMethods):
         shape = length.shape
         ok = np.ones(shape, bool) if valid is None else np.broadcast_to(valid, shape).astype(bool)
         cens = np.zeros(shape, bool) if censored is None else np.broadcast_to(censored, shape)
-        cens = cens.astype(bool) & ok
-        good = np.broadcast_to(correct, shape).astype(bool) & ok & ~cens
-        # Sort each row by length, finished runs before censored ones at equal length (a run
-        # cut at C is still running at C), padding last.
-        key = np.where(ok, length, np.inf)
-        order = np.lexsort((cens, key), axis=-1)
-        length = np.take_along_axis(key, order, axis=1)
-        good = np.take_along_axis(good, order, axis=1)
-        event = np.take_along_axis(ok & ~cens, order, axis=1)
-        at_risk = ok.sum(axis=1, keepdims=True) - np.arange(shape[1])[None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            hazard = np.where(event & (at_risk > 0), 1.0 / at_risk, 0.0)
-        survival_before = np.cumprod(np.concatenate(
-            (np.ones((shape[0], 1)), 1.0 - hazard[:, :-1]), axis=1), axis=1)
-        increment = np.where(good, survival_before * hazard, 0.0)
+        good = np.broadcast_to(correct, shape).astype(bool) & ok & ~cens.astype(bool)
+        mass, _ = finish_masses(length, cens, ok)
         g = float_array("grid", grid, low=0.0)
         reached = length[:, :, None] <= g[None, None, :]
-        values = np.einsum("nr,nrm->nm", increment, reached)
+        values = np.einsum("nr,nrm->nm", np.where(good, mass, 0.0), reached)
         return cls(g, np.clip(values, 0.0, 1.0))
 
     def __len__(self) -> int:
@@ -281,3 +268,38 @@ class EnvelopeResponse(BestResponse):
         sub.break_even, sub._top = self.break_even[index], self._top[index]
         sub.tangent_tokens = self.tangent_tokens[index]
         return sub
+
+
+def finish_masses(
+    lengths: NDArray[np.float64], censored: NDArray[np.bool_], valid: NDArray[np.bool_]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Kaplan-Meier probability mass of each finished run, and the survival left over.
+
+    Per row of runs: runs are ordered by length, finished runs before cut ones at equal length
+    (a run cut at ``C`` was still running at ``C``); each finished run takes ``S / at_risk`` of
+    the survival ``S`` before it. A cut run takes no mass: its share moves to the longer runs
+    (Efron's redistribution to the right). What no finished run takes is the probability of
+    still running after the longest run, ``residual``.
+
+    Args:
+        lengths: tokens per run, shape ``(n, r)``.
+        censored: the run was cut at its cap, shape ``(n, r)``.
+        valid: False marks padding, shape ``(n, r)``.
+
+    Returns:
+        ``(mass, residual)``: mass per run in the input order (0 for cut runs and padding),
+        shape ``(n, r)``, summing with ``residual`` (shape ``(n,)``) to 1 per row with a run.
+    """
+    shape = lengths.shape
+    cens = censored.astype(bool) & valid
+    key = np.where(valid, lengths, np.inf)
+    order = np.lexsort((cens, key), axis=-1)
+    event = np.take_along_axis(valid & ~cens, order, axis=1)
+    at_risk = valid.sum(axis=1, keepdims=True) - np.arange(shape[1])[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hazard = np.where(event & (at_risk > 0), 1.0 / at_risk, 0.0)
+    survival = np.cumprod(np.concatenate((np.ones((shape[0], 1)), 1.0 - hazard), axis=1), axis=1)
+    mass = np.empty(shape)
+    np.put_along_axis(mass, order, survival[:, :-1] * hazard, axis=1)
+    residual = np.where(valid.any(axis=1), survival[:, -1], 0.0)
+    return mass, residual

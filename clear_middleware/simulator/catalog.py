@@ -7,17 +7,24 @@ any cap >= ``L`` and been cut under any cap < ``L``; a run cut at its cap ``c`` 
 its length exceeds ``c``.
 
 Selection for a request with (effective) cap ``C`` tokens, after ``P`` tokens already generated
-(``P = 0`` unless the request continues an earlier answer):
+(``P = 0`` unless the request continues an earlier answer), at total cap ``T = P + C``:
 
-1. A run is *informative* at total cap ``T = P + C`` when it finished with a length ``L > P``,
-   or was cut at a cap ``c >= T``. A run cut at a smaller cap says nothing about lengths beyond
-   its cap, so it is never replayed there (it would bias lengths down).
-2. The item's runs are ordered by a hash of (seed key, run id); the first informative run in
-   that order is replayed. This is a uniform draw among informative runs, reproducible for the
-   same seed key, and it keeps the same run across caps as long as that run stays informative.
-   A continuation names its run (the run marker in the partial text): that run is kept when it
-   is still informative, which replays the same run from where it stopped.
-3. If no run is informative (every run was cut below ``T``), the run cut at the largest cap is
+1. Each run of the item carries its Kaplan-Meier probability mass
+   (:func:`~clear_middleware.curves.empirical.finish_masses`): a finished run its share of the
+   length distribution, a cut run none, since its share belongs to the runs longer than its cap
+   (Efron's redistribution to the right). The probability of running past the longest run
+   goes to the run(s) cut at the largest cap, which are assumed to keep running.
+2. One run is drawn with these weights, from hashes of (seed key, run id): reproducible for
+   the same seed key, independent across items, and the same run at every cap. The reply
+   finishes when the run's length is ``<= T`` and is cut at ``T`` otherwise, so the replies'
+   distribution at every cap is the item's censoring-aware (Aalen-Johansen) curve, the one the
+   evaluation scores against. (Drawing uniformly among the runs known at ``T`` instead would drop
+   the runs cut below ``T``, the long ones, and replay an easier item than the data shows.)
+3. A continuation names its run (the run marker in the partial text): that run is kept while it
+   is *informative* at ``T`` (it finished after more than ``P`` tokens, or was cut at a cap
+   ``>= T``), which replays the same run from where it stopped. Otherwise a run is drawn as in
+   2 among the runs still going after ``P`` tokens (the length distribution given ``> P``).
+4. A run cut at the largest cap, replayed past that cap (or no run left to draw), is
    *extrapolated*: assumed still running at ``T``, so the reply is cut at the cap (``length``,
    incorrect). This is the pessimistic reading of a censored length.
 
@@ -27,10 +34,15 @@ Data: see ``clear_middleware.datasets.reasoning_sweep.SWEEP_ATTRIBUTION``.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+from numpy.typing import NDArray
+
+from clear_middleware.curves.empirical import EmpiricalCurve, finish_masses
 from clear_middleware.datasets.reasoning_sweep import sweep_rows
 
 _TRUE = {"True", "true", "1"}
@@ -101,6 +113,7 @@ class RunCatalog:
         self._items: dict[str, list[str]] = {}
         self._max_cap: dict[str, int] = {}
         self._medians: dict[tuple[str, str], float | None] = {}
+        self._weights: dict[tuple[str, str], NDArray[np.float64]] = {}
         for run in runs:
             self._runs[run.run_id] = run
             self._by_item.setdefault((run.model, run.item), []).append(run)
@@ -131,10 +144,6 @@ class RunCatalog:
         ``None`` when no run of ``model`` answered the item correctly."""
         key = (model, item)
         if key not in self._medians:
-            import numpy as np
-
-            from clear_middleware.curves.empirical import EmpiricalCurve
-
             runs = self.runs(model, item)
             grid = np.arange(0, self.max_cap(model) + 16, 16, dtype=np.float64)
             curve = EmpiricalCurve.from_rollouts(
@@ -187,20 +196,52 @@ class RunCatalog:
         if preferred is not None and informative(preferred):
             chosen = preferred
         else:
-            ordered = sorted(runs, key=lambda run: _priority(seed_key, run.run_id))
-            chosen = next((run for run in ordered if informative(run)), None)
+            chosen = self._draw(model, item, seed_key, already)
             if chosen is None:
                 longest = max(run.cap for run in runs)
-                chosen = next(run for run in ordered if run.cap == longest)
+                chosen = min((run for run in runs if run.cap == longest), key=lambda r: r.run_id)
                 return ReplayPlan(chosen, already, total, finished=False, extrapolated=True)
         if not chosen.censored and chosen.length <= total:
             return ReplayPlan(chosen, already, chosen.length, finished=True, extrapolated=False)
-        return ReplayPlan(chosen, already, total, finished=False, extrapolated=False)
+        return ReplayPlan(chosen, already, total, finished=False,
+                          extrapolated=chosen.censored and chosen.cap < total)
+
+    def replay_weights(self, model: str, item: str) -> NDArray[np.float64]:
+        """The probability of drawing each of :meth:`runs`, in their order (module docstring,
+        rule 1): Kaplan-Meier masses of the finished runs, the rest to the runs cut at the
+        largest cap when no finished run is longer."""
+        key = (model, item)
+        if key not in self._weights:
+            runs = self.runs(model, item)
+            length = np.array([[run.length for run in runs]], dtype=np.float64)
+            cut = np.array([[run.censored for run in runs]])
+            mass, residual = finish_masses(length, cut, np.ones_like(cut))
+            weights = mass[0]
+            holders = cut[0] & (length[0] == length[0].max())
+            if residual[0] > 0 and holders.any():
+                weights = weights + np.where(holders, residual[0] / holders.sum(), 0.0)
+            weights.flags.writeable = False
+            self._weights[key] = weights
+        return self._weights[key]
+
+    def _draw(self, model: str, item: str, seed_key: str, already: int) -> SweepRun | None:
+        """A run drawn with :meth:`replay_weights` among those still going after ``already``
+        tokens; ``None`` when none is. Each run gets a uniform ``u`` from a hash of (seed key,
+        run id) and the smallest ``-ln(1 - u) / weight`` wins (an exponential race: run ``i``
+        wins with probability ``weight_i / sum(weights)``; with equal weights the smallest ``u``
+        wins)."""
+        runs = self.runs(model, item)
+        weights = self.replay_weights(model, item)
+        race = [(-math.log1p(-_uniform(seed_key, run.run_id)) / weight, run.run_id, run)
+                for run, weight in zip(runs, weights, strict=True)
+                if weight > 0.0 and (run.censored or run.length > already)]
+        return min(race)[2] if race else None
 
 
-def _priority(seed_key: str, run_id: int) -> int:
+def _uniform(seed_key: str, run_id: int) -> float:
+    """A number in (0, 1) from a hash of (seed key, run id)."""
     digest = hashlib.sha256(f"{seed_key}|{run_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big")
+    return (int.from_bytes(digest[:8], "big") + 0.5) / 2.0**64
 
 
 @lru_cache(maxsize=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from clear_middleware.curves.empirical import EmpiricalCurve
 from clear_middleware.simulator import RunCatalog, SweepRun, load_catalog
 
 
@@ -43,16 +44,29 @@ def _chosen(catalog: RunCatalog, cap: int, **kwargs: object) -> dict[int, int]:
     return counts
 
 
-def test_small_cap_draws_from_every_run(catalog: RunCatalog) -> None:
-    counts = _chosen(catalog, 512)
-    assert sorted(counts) == [1, 2, 3, 4]
-    assert min(counts.values()) >= 60  # a uniform draw: about 100 each
+def test_weights_are_kaplan_meier_masses(catalog: RunCatalog) -> None:
+    # By length: D finishes (1/4 of 4 at risk), B is cut (its share moves right), A finishes
+    # (1/2 of the 3/4 left), C is cut last and keeps the 3/8 still running.
+    assert catalog.replay_weights("m", "bench/q1").tolist() == [0.375, 0.0, 0.375, 0.25]
 
 
-def test_runs_cut_below_the_cap_are_never_replayed(catalog: RunCatalog) -> None:
-    assert sorted(_chosen(catalog, 2048)) == [1, 3, 4]  # B (cut at 1024) says nothing at 2048
-    assert sorted(_chosen(catalog, 8192)) == [1, 3, 4]  # C cut at exactly the cap: informative
-    assert sorted(_chosen(catalog, 8193)) == [1, 4]
+def test_draws_follow_the_weights_and_never_replay_a_run_cut_early(catalog: RunCatalog) -> None:
+    for cap in (512, 2048, 8192):
+        assert sorted(_chosen(catalog, cap)) == [1, 3, 4]  # B (cut at 1024) is never replayed
+    many = [catalog.plan("m", "bench/q1", 512, f"seed:{k}").run.run_id for k in range(4000)]
+    assert abs(many.count(1) / 4000 - 0.375) < 0.025  # 3 standard errors
+    assert abs(many.count(4) / 4000 - 0.25) < 0.025
+
+
+def test_replayed_accuracy_is_the_censoring_aware_curve(catalog: RunCatalog) -> None:
+    # Aalen-Johansen on A, B, C, D: A (correct, 3000 tokens) carries 3/8. A uniform draw among
+    # the runs known at 4096 (A, C, D) would give 1/3.
+    curve = EmpiricalCurve.from_rollouts([[3000, 1024, 8192, 500]], [[True, False, False, False]],
+                                         [4096], censored=[[False, True, True, False]])
+    seeds = [f"seed:{k}" for k in range(4000)]
+    replayed = sum(catalog.plan("m", "bench/q1", 4096, s).correct for s in seeds) / len(seeds)
+    assert curve.values[0, -1] == 0.375
+    assert abs(replayed - 0.375) < 0.025
 
 
 def test_plans_cut_or_finish_by_length(catalog: RunCatalog) -> None:
@@ -69,14 +83,24 @@ def test_plans_cut_or_finish_by_length(catalog: RunCatalog) -> None:
     seed_c = next(s for s in SEEDS if catalog.plan("m", "bench/q1", 8000, s).run == C)
     plan = catalog.plan("m", "bench/q1", 8000, seed_c)
     assert (plan.end, plan.finished, plan.extrapolated) == (8000, False, False)
+    past = catalog.plan("m", "bench/q1", 9000, seed_c)  # C keeps running past its cap: a guess
+    assert (past.run, past.end, past.finished, past.extrapolated) == (C, 9000, False, True)
 
 
-def test_same_seed_same_run_and_kept_across_caps_while_informative(catalog: RunCatalog) -> None:
+def test_same_seed_same_run_at_every_cap(catalog: RunCatalog) -> None:
     for seed in SEEDS:
         small = catalog.plan("m", "bench/q1", 512, seed)
         assert catalog.plan("m", "bench/q1", 512, seed) == small
-        if small.run in (A, D):  # finished runs stay informative at every cap
-            assert catalog.plan("m", "bench/q1", 16384, seed).run == small.run
+        assert catalog.plan("m", "bench/q1", 16384, seed).run == small.run
+
+
+def test_draws_are_independent_across_items() -> None:
+    runs = [_run(k, cap=4096, length=100 * k, censored=False) for k in range(1, 11)]
+    other = [SweepRun(**{**vars(r), "run_id": r.run_id + 10, "item": "bench/q2"}) for r in runs]
+    catalog = RunCatalog(runs + other)
+    same = sum(catalog.plan("m", "bench/q1", 4096, s).run.length
+               == catalog.plan("m", "bench/q2", 4096, s).run.length for s in SEEDS)
+    assert same < 80  # about 40 (1 in 10) when the draws are independent; 400 if shared
 
 
 def test_no_informative_run_extrapolates_the_longest_cut_run() -> None:
@@ -129,15 +153,14 @@ def test_bundled_catalog_on_a_real_item() -> None:
     assert len(runs) == 14  # caps 1024..16384, three seeds (two at 16384)
     finished = {r.run_id for r in runs if not r.censored}
     assert len(finished) == 7
-    item = "aime24/2024-I-1"
-    seen = {
-        cap: {catalog.plan("deepscaler-1.5b", item, cap, s).run.run_id for s in SEEDS}
-        for cap in (1024, 4096, 8192)
-    }
-    assert seen[1024] == {r.run_id for r in runs}
-    assert seen[4096] == finished | {r.run_id for r in runs if r.censored and r.cap >= 4096}
-    assert len(seen[4096]) == 8
-    assert seen[8192] == finished
+    # Seven runs finished (2311-3293 tokens); the run cut at 4096 is the longest one seen and
+    # keeps the 1/8 still running past 3293; the runs cut at 1024 and 2048 are never replayed.
+    weights = dict(zip((r.run_id for r in runs),
+                       catalog.replay_weights("deepscaler-1.5b", "aime24/2024-I-1"), strict=True))
+    assert {k for k, w in weights.items() if w > 0} == finished | {180}
+    assert all(w == pytest.approx(0.125) for w in weights.values() if w > 0)
+    seen = {catalog.plan("deepscaler-1.5b", "aime24/2024-I-1", 1024, s).run.run_id for s in SEEDS}
+    assert seen == finished | {180}
 
 
 def test_item_for_text_is_deterministic() -> None:
