@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clear_middleware import EmpiricalCurve
+from clear_middleware.curves.empirical import finish_masses
 from tests.strategies import empirical_batches
 
 
@@ -63,6 +64,19 @@ def test_from_rollouts_ignores_padding():
     valid = [[True, True, False], [True, False, False]]
     curve = EmpiricalCurve.from_rollouts(lengths, correct, [0, 150, 250], valid=valid)
     np.testing.assert_allclose(curve.values, [[0.0, 0.5, 1.0], [0.0, 1.0, 1.0]])
+
+
+def test_finish_masses_redistribute_cut_runs_to_the_right_and_keep_the_rest():
+    # Row 1 in input order: 3000 finished, 1024 cut, 8192 cut, 500 finished. By length: 500
+    # takes 1/4; the cut 1024 passes its share on; 3000 takes half of the 3/4 left; the run
+    # cut at 8192 is the longest, so 3/8 is left over (still running after it).
+    # Row 2: padding takes nothing; the last run finishing leaves nothing over.
+    lengths = np.array([[3000.0, 1024.0, 8192.0, 500.0], [10.0, 20.0, 0.0, 0.0]])
+    cut = np.array([[False, True, True, False], [True, False, False, False]])
+    valid = np.array([[True, True, True, True], [True, True, False, False]])
+    mass, residual = finish_masses(lengths, cut, valid)
+    np.testing.assert_array_equal(mass, [[0.375, 0.0, 0.0, 0.25], [0.0, 1.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(residual, [0.375, 0.0])
 
 
 def test_threshold_and_saturation():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clear_middleware.curves.empirical import EmpiricalCurve
 from clear_middleware.simulator import RunCatalog, SweepRun, load_catalog
@@ -48,6 +51,27 @@ def test_weights_are_kaplan_meier_masses(catalog: RunCatalog) -> None:
     # By length: D finishes (1/4 of 4 at risk), B is cut (its share moves right), A finishes
     # (1/2 of the 3/4 left), C is cut last and keeps the 3/8 still running.
     assert catalog.replay_weights("m", "bench/q1").tolist() == [0.375, 0.0, 0.375, 0.25]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([512, 1024, 2048, 4096]), st.integers(1, 4096),
+                          st.booleans()), min_size=1, max_size=12))
+def test_weights_replay_the_aalen_johansen_curve_at_every_cap(
+    draws: list[tuple[int, int, bool]],
+) -> None:
+    # Each run: its cap, the length it would need, whether that answer is right. It is cut
+    # when the length exceeds its cap.
+    runs = [_run(k, cap=cap, length=min(need, cap), censored=need > cap,
+                 correct=right and need <= cap) for k, (cap, need, right) in enumerate(draws)]
+    catalog = RunCatalog(runs)
+    weights = catalog.replay_weights("m", "bench/q1")
+    assert weights.sum() == pytest.approx(1.0)
+    caps = [256, 700, 1024, 3000, 4096]
+    curve = EmpiricalCurve.from_rollouts([[r.length for r in runs]], [[r.correct for r in runs]],
+                                         caps, censored=[[r.censored for r in runs]])
+    replayed = [sum(w for r, w in zip(runs, weights, strict=True) if r.correct and r.length <= c)
+                for c in caps]
+    np.testing.assert_allclose(replayed, curve.values[0, 1:], atol=1e-12)
 
 
 def test_draws_follow_the_weights_and_never_replay_a_run_cut_early(catalog: RunCatalog) -> None:
