@@ -169,17 +169,19 @@ def main() -> None:
     body = "\n\n".join([
         "## Progressive CLEAR (`benchmarks/progressive.py`)",
         "### Offline: real runs revealed token by token\n\n"
-        f"Mean accuracy over {draws} draws of one real run per item; a batch is one half of "
-        "each kind's items (per-kind curves come from the other half). Budgets are generated "
-        "tokens per item. `progressive (per kind, restart)` pays the regenerated tokens again "
-        "on every step. Two per-item references: `true item curves` are estimated from all of "
-        "an item's runs, *the drawn one included*; with 4-6 informative runs per item they "
-        "partly know the drawn run's outcome (at 4096 tokens/item they equal perfect "
-        "foresight). `item curves, leave-one-out` use the item's other runs only: what a "
-        "per-item predictor could know, but noisier than the item's true curve. `perfect "
-        "foresight` is a bound: it knows each drawn run and funds the correct ones shortest "
-        "first. `per-kind stops (hindsight)` runs every item of a kind to one stop time, the "
-        "stop times chosen after seeing the drawn runs: what per-kind knowledge reaches with "
+        f"Mean accuracy over {draws} draws of one real run per item (each drawn with its "
+        "Kaplan-Meier weight, so draws follow the item's censoring-aware curve); a batch is "
+        "one half of each kind's items (per-kind curves come from the other half). Budgets "
+        "are generated tokens per item. `progressive (per kind, restart)` pays the "
+        "regenerated tokens again on every step. Two per-item references: `true item curves` "
+        "are estimated from all of an item's runs, *the drawn one included*; with 4-7 runs "
+        "per item that can be drawn they partly know the drawn run's outcome (at 4096 "
+        "tokens/item they equal perfect foresight). `item curves, leave-one-out` use the "
+        "item's other runs only: what a per-item predictor could know, but noisier than the "
+        "item's true curve. `perfect foresight` is a bound: it knows each drawn run and funds "
+        "the correct ones shortest first. `per-kind stops (hindsight)` runs every item of a "
+        "kind to one stop time, the stop times chosen after seeing the drawn runs: what "
+        "per-kind knowledge reaches with "
         "hindsight when it treats a kind's items alike.\n\n" + markdown_table(headers, rows),
         f"### Step policies ({models[0]}, progressive with continuation)\n\n"
         + markdown_table(policy_headers, policy_rows),
@@ -193,8 +195,9 @@ def main() -> None:
         f"{batches} batches of {size} items (every item equally likely) per cell; budget = "
         "(tokens/item + 60 for the prompt) x items in the ledger's tokens (prompts included: a "
         "continued step also pays its partial answer again as prompt tokens). The simulator "
-        "continues the same real run on `continue_final_message` and, on a restart, replays a "
-        "run consistent with the larger cap (a fresh draw when the first was cut below it).\n\n"
+        "continues the same real run on `continue_final_message` and, on a restart, replays "
+        "the same drawn run under the larger cap (each item's runs drawn with their "
+        "Kaplan-Meier weights).\n\n"
         + markdown_table(e2e_headers, e2e_rows),
         f"{SWEEP_ATTRIBUTION} Run took {(time.perf_counter() - started) / 60:.0f} min.",
     ])

@@ -268,7 +268,7 @@ def test_expected_spend_pricing_funds_runs_that_usually_finish_early():
 def test_restarts_priced_at_expected_spend_beat_full_caps_on_real_runs():
     from clear_middleware.evaluation.progressive import evaluate
 
-    rows = {p: evaluate("qwen3-1.7b", [2048], draws=3, seed=3, pricing=p)[0]
+    rows = {p: evaluate("qwen3-1.7b", [2048], draws=12, seed=3, pricing=p)[0]
             for p in ("expected", "cap")}
     key = "progressive (per kind, restart)|acc"
     assert rows["expected"][key] > rows["cap"][key] + 0.02

@@ -303,3 +303,22 @@ def finish_masses(
     np.put_along_axis(mass, order, survival[:, :-1] * hazard, axis=1)
     residual = np.where(valid.any(axis=1), survival[:, -1], 0.0)
     return mass, residual
+
+
+def replay_weights(
+    lengths: NDArray[np.float64], censored: NDArray[np.bool_], valid: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Probability of drawing each run so that a drawn run, replayed under any cap, follows
+    the censoring-aware curve of its row (:meth:`EmpiricalCurve.from_rollouts`).
+
+    A finished run gets its Kaplan-Meier mass (:func:`finish_masses`), a cut run none, except
+    the run(s) cut at the row's longest length, which share what is left over: replayed, they
+    keep running (past their cap that is an assumption; the curve is flat there too).
+    Shapes ``(n, r)`` in and out; a row with a run sums to 1.
+    """
+    mass, residual = finish_masses(lengths, censored, valid)
+    cut = censored.astype(bool) & valid
+    longest = np.where(valid, lengths, -np.inf).max(axis=1, keepdims=True)
+    holders = cut & (lengths == longest)
+    count = np.maximum(holders.sum(axis=1, keepdims=True), 1)
+    return mass + np.where(holders, residual[:, None] / count, 0.0)

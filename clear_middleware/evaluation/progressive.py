@@ -1,7 +1,9 @@
 """Offline evaluation of progressive CLEAR on real runs revealed token by token.
 
-For each item one of its real runs is drawn (a run that finished, or one cut at the model's
-largest cap, which then never finishes): its length and whether its answer is correct. Every
+For each item one of its real runs is drawn, with its Kaplan-Meier weight
+(:func:`~clear_middleware.curves.empirical.replay_weights`), so the draws follow the item's
+censoring-aware curve: a finished run, or the run cut at the item's longest length, which then
+never finishes. Its length and whether its answer is correct are what a policy faces. Every
 policy faces the same drawn runs, and a run counts as solved when it finished within the
 tokens its policy gave it and its answer was correct. Repeated over many draws.
 
@@ -12,7 +14,7 @@ Per-kind curves come from the other half of each kind's items (random half split
 :mod:`.frontier`), so no item's own runs inform its curve.
 
 Two per-item references, because an item's "true" curve is estimated from a handful of runs
-(about 4 informative runs per item for qwen3 and the OpenRS models, 6 for DeepScaleR):
+(about 4-5 runs with weight per item for qwen3 and the OpenRS models, 7 for DeepScaleR):
 
 - ``one-shot (true item curves)``: the item's curve from all its runs, the drawn one included.
   With so few runs this curve partly *knows* the drawn run's outcome: at 4096 tokens per item it
@@ -39,7 +41,7 @@ from numpy.typing import NDArray
 
 from ..allocator import allocate
 from ..allocator.progressive import StepPolicy, plan_round
-from ..curves.empirical import EmpiricalCurve
+from ..curves.empirical import EmpiricalCurve, replay_weights
 from ..datasets.reasoning_sweep import ItemRollouts, item_rollouts, load_sweep
 from .frontier import GRID_STEP, item_curves, kind_half_split
 
@@ -72,13 +74,13 @@ class Runs:
 def draw_runs(
     rollouts: ItemRollouts, rng: np.random.Generator, items: NDArray[np.intp] | None = None
 ) -> Runs:
-    """A run per item among those informative at the largest cap (see the module docstring);
+    """A run per item, drawn with its Kaplan-Meier weight (see the module docstring);
     ``items``: draw for these item indices (repeats allowed) instead of every item once."""
-    top = rollouts.cap[rollouts.valid].max()
     rows = np.arange(len(rollouts)) if items is None else np.asarray(items)
-    ok = (rollouts.valid & (~rollouts.censored | (rollouts.cap >= top)))[rows]
-    score = np.where(ok, rng.random(ok.shape), -1.0)
-    pick = np.argmax(score, axis=1)
+    weights = replay_weights(rollouts.length, rollouts.censored, rollouts.valid)[rows]
+    with np.errstate(divide="ignore"):
+        race = -np.log1p(-rng.random(weights.shape)) / weights  # exponential race
+    pick = np.argmin(race, axis=1)
     finished = ~rollouts.censored[rows, pick]
     length = np.where(finished, rollouts.length[rows, pick], np.inf)
     return Runs(length, rollouts.correct[rows, pick] & finished, pick)

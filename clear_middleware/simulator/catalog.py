@@ -10,10 +10,10 @@ Selection for a request with (effective) cap ``C`` tokens, after ``P`` tokens al
 (``P = 0`` unless the request continues an earlier answer), at total cap ``T = P + C``:
 
 1. Each run of the item carries its Kaplan-Meier probability mass
-   (:func:`~clear_middleware.curves.empirical.finish_masses`): a finished run its share of the
+   (:func:`~clear_middleware.curves.empirical.replay_weights`): a finished run its share of the
    length distribution, a cut run none, since its share belongs to the runs longer than its cap
-   (Efron's redistribution to the right). The probability of running past the longest run
-   goes to the run(s) cut at the largest cap, which are assumed to keep running.
+   (Efron's redistribution to the right). The probability of running past the longest
+   finished run goes to the run(s) cut after it at the longest length, assumed to keep running.
 2. One run is drawn with these weights, from hashes of (seed key, run id): reproducible for
    the same seed key, independent across items, and the same run at every cap. The reply
    finishes when the run's length is ``<= T`` and is cut at ``T`` otherwise, so the replies'
@@ -42,7 +42,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from clear_middleware.curves.empirical import EmpiricalCurve, finish_masses
+from clear_middleware.curves.empirical import EmpiricalCurve, replay_weights
 from clear_middleware.datasets.reasoning_sweep import sweep_rows
 
 _TRUE = {"True", "true", "1"}
@@ -209,17 +209,13 @@ class RunCatalog:
     def replay_weights(self, model: str, item: str) -> NDArray[np.float64]:
         """The probability of drawing each of :meth:`runs`, in their order (module docstring,
         rule 1): Kaplan-Meier masses of the finished runs, the rest to the runs cut at the
-        largest cap when no finished run is longer."""
+        longest length when no finished run is longer."""
         key = (model, item)
         if key not in self._weights:
             runs = self.runs(model, item)
-            length = np.array([[run.length for run in runs]], dtype=np.float64)
-            cut = np.array([[run.censored for run in runs]])
-            mass, residual = finish_masses(length, cut, np.ones_like(cut))
-            weights = mass[0]
-            holders = cut[0] & (length[0] == length[0].max())
-            if residual[0] > 0 and holders.any():
-                weights = weights + np.where(holders, residual[0] / holders.sum(), 0.0)
+            weights = replay_weights(np.array([[run.length for run in runs]], dtype=np.float64),
+                                     np.array([[run.censored for run in runs]]),
+                                     np.ones((1, len(runs)), dtype=bool))[0]
             weights.flags.writeable = False
             self._weights[key] = weights
         return self._weights[key]
