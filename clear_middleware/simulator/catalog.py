@@ -24,9 +24,10 @@ Selection for a request with (effective) cap ``C`` tokens, after ``P`` tokens al
    is *informative* at ``T`` (it finished after more than ``P`` tokens, or was cut at a cap
    ``>= T``), which replays the same run from where it stopped. Otherwise a run is drawn as in
    2 among the runs still going after ``P`` tokens (the length distribution given ``> P``).
-4. A run cut at the largest cap, replayed past that cap (or no run left to draw), is
-   *extrapolated*: assumed still running at ``T``, so the reply is cut at the cap (``length``,
-   incorrect). This is the pessimistic reading of a censored length.
+4. A cut run replayed past its cap (the run holding the probability of running longest, or,
+   when no run is left to draw, the run cut at the largest cap) is *extrapolated*: assumed
+   still running at ``T``, so the reply is cut at the cap (``length``, incorrect). This is the
+   pessimistic reading of a censored length.
 
 Data: see ``clear_middleware.datasets.reasoning_sweep.SWEEP_ATTRIBUTION``.
 """
@@ -237,7 +238,7 @@ class RunCatalog:
 def _uniform(seed_key: str, run_id: int) -> float:
     """A number in (0, 1) from a hash of (seed key, run id)."""
     digest = hashlib.sha256(f"{seed_key}|{run_id}".encode()).digest()
-    return (int.from_bytes(digest[:8], "big") + 0.5) / 2.0**64
+    return ((int.from_bytes(digest[:8], "big") >> 11) + 0.5) / 2.0**53  # exact in a float
 
 
 @lru_cache(maxsize=4)
