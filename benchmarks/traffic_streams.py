@@ -184,7 +184,10 @@ def mixes_section(headers, rows, streams: int, measure_from: int, windows: int,
         "pooled) on the other mixes (`easy-heavy`: 80% MATH-500, levels 1-3 twice as likely; "
         "`hard-heavy`: 80% AIME, levels 4-5 twice as likely; `mixed`: every item equally "
         "likely) and arrivals (`poisson` window sizes; `burst`: every fifth window four times "
-        "as large) of a balanced stream.",
+        "as large) of a balanced stream. The same stream's ratio moves from run to run "
+        "(which concurrent calls settle first changes what the learned estimator has seen at "
+        "each re-plan), most on hard-heavy streams, where a kind's funding hangs on two close "
+        "AIME curves: a row is uncertain by a few points.",
         markdown_table(headers, rows),
         f"{SWEEP_ATTRIBUTION} Run took {minutes:.0f} min.",
     ]))
@@ -261,11 +264,13 @@ def closer_look(windows: int, size: int, measure_from: int, streams: int,
     body = "\n\n".join([
         "### A closer look: the cells near the target, on more streams "
         "(`benchmarks/traffic_streams.py --closer-look`)",
-        f"The cold-start cells whose expected learned/true-kind ratio in the table above was "
-        f"below {CLOSER_LOOK_BELOW} (two streams leave a ratio uncertain by a few points), "
+        f"The cold-start cells whose expected learned/true-kind ratio was below "
+        f"{CLOSER_LOOK_BELOW} in the cold-start table when this run started (the table above, "
+        "or the one it replaced when both ran at once; two streams leave a ratio uncertain by "
+        "a few points), "
         f"run again on {streams} streams each (seeds 0-{streams - 1}, the first two the same "
         "streams as above), pooled, in the same protocol. A cell is settled by these "
-        "streams, not by the two above. The same stream's ratio can move by a point or two "
+        "streams, not by the two above. The same stream's ratio can move by a few points "
         "from run to run: which concurrent calls settle first changes what the learned "
         "estimator has seen at each re-plan.",
         markdown_table([headers[i] for i in keep], [[row[i] for i in keep] for row in rows]),
