@@ -18,6 +18,8 @@ from clear_middleware.session import BudgetSession
 from clear_middleware.simulator import SimulatorServer, item_marker, load_catalog
 
 BUDGET_TOKENS = 16_000
+# Six AIME 2024 problems whose replayed runs show every outcome: answered, cut at the cap the
+# reserve leaves, the wrap-up, and turns that end at once.
 QUESTIONS = [i for i in load_catalog().items("deepscaler-1.5b") if i.startswith("aime24/")][5:11]
 
 
