@@ -43,7 +43,8 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from clear_middleware.curves.empirical import EmpiricalCurve, replay_weights
+from clear_middleware.curves import empirical
+from clear_middleware.curves.empirical import EmpiricalCurve
 from clear_middleware.datasets.reasoning_sweep import sweep_rows
 
 _TRUE = {"True", "true", "1"}
@@ -214,9 +215,9 @@ class RunCatalog:
         key = (model, item)
         if key not in self._weights:
             runs = self.runs(model, item)
-            weights = replay_weights(np.array([[run.length for run in runs]], dtype=np.float64),
-                                     np.array([[run.censored for run in runs]]),
-                                     np.ones((1, len(runs)), dtype=bool))[0]
+            weights = empirical.replay_weights(
+                np.array([[run.length for run in runs]], dtype=np.float64),
+                np.array([[run.censored for run in runs]]), np.ones((1, len(runs)), dtype=bool))[0]
             weights.flags.writeable = False
             self._weights[key] = weights
         return self._weights[key]
