@@ -9,7 +9,10 @@ Run: ``python benchmarks/traffic_streams.py [--quick] [--streams N] [--mix-strea
 cells whose expected learned/true-kind ratio in the last full run was below
 :data:`CLOSER_LOOK_BELOW`, on more streams (about 1.3 minutes per stream and cell), and writes
 the ``traffic-streams-closer`` section: two streams per cell leave a ratio uncertain by a few
-points, so a cell near the 0.95 target is settled on more. Every call
+points, so a cell near the 0.95 target is settled on more. ``--closer-look-mixes --streams 8``
+does the same for the rows of the last mixes table below it (about 10 seconds per stream and
+variant), with the closer look's opt-in variants, and writes the
+``traffic-streams-mixes-closer`` section. Every call
 goes BudgetSession -> LiteLLM -> HTTP -> simulator, which replays real runs of the bundled
 budget sweep (CC-BY-4.0, attribution below); see ``clear_middleware/evaluation/traffic.py`` for
 the variants, mixes and arrivals.
@@ -48,6 +51,7 @@ CLOSER_LOOK_BELOW = 0.97
 """Cells of the last full run with an expected ratio below this get a closer look."""
 CLOSER_LOOK_SECTION = "traffic-streams-closer"
 MIXES_SECTION = "traffic-streams-mixes"
+MIXES_CLOSER_SECTION = "traffic-streams-mixes-closer"
 
 
 async def cold_start(cells, windows, size, measure_from, sim, streams, ablations=None):
@@ -128,50 +132,73 @@ def _calls_per_kind(result: StreamResult, window: int) -> str:
     return str(result.calls_learned[window - 1] // 3)
 
 
-def closer_look_cells(report_text: str) -> list[tuple[str, int]]:
-    """The cold-start cells of the report's last full run whose expected ratio (pooled) was
-    below :data:`CLOSER_LOOK_BELOW`."""
-    section = report_text.split("<!-- BEGIN traffic-streams -->", 1)[1].split(
-        "### Cold start", 1)[1]
-    lines = []  # the first table of the cold-start subsection
+def _first_table(section: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the first Markdown table in ``section``."""
+    lines = []
     for line in section.splitlines():
         if line.startswith("|"):
             lines.append(line)
         elif lines:
             break
-    lines = [line for line in lines if not line.startswith("|---")]
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")]
+             for line in lines if not line.startswith("|---")]
+    return cells[0], cells[1:]
+
+
+def _below(report_text: str, section: str, after: str, width: int) -> list[tuple[str, ...]]:
+    """The first ``width`` cells of each row of the first table after ``after`` in the report's
+    ``section`` whose expected ratio is below :data:`CLOSER_LOOK_BELOW`."""
+    text = report_text.split(f"<!-- BEGIN {section} -->", 1)[1].split(
+        f"<!-- END {section} -->", 1)[0]
+    header, rows = _first_table(text.split(after, 1)[1])
     column = header.index("learned/true kind, expected")
-    cells = []
-    for line in lines[1:]:
-        row = [cell.strip() for cell in line.strip("|").split("|")]
-        if float(row[column]) < CLOSER_LOOK_BELOW:
-            cells.append((row[0], int(row[1])))
-    return cells
+    return [tuple(row[:width]) for row in rows if float(row[column]) < CLOSER_LOOK_BELOW]
 
 
-async def mixes_and_arrivals(models, windows, size, measure_from, sim, streams):
-    """Per model: the other mixes and arrivals at 2048 tokens/item, ``streams`` streams each
-    (pooled), measured after ``measure_from`` windows of learning."""
-    rows = []
-    settings = [(mix, "fixed") for mix in ("easy-heavy", "hard-heavy", "mixed")]
-    settings += [("balanced", arrivals) for arrivals in ("poisson", "burst")]
-    variants = ("uniform", "clear (learned)", "clear (true kind curves)",
+def closer_look_cells(report_text: str) -> list[tuple[str, int]]:
+    """The cold-start cells (model, tokens/item) of the report's last full run whose expected
+    ratio (pooled) was below :data:`CLOSER_LOOK_BELOW`."""
+    return [(model, int(budget)) for model, budget
+            in _below(report_text, "traffic-streams", "### Cold start", 2)]
+
+
+def closer_look_mix_rows(report_text: str) -> list[tuple[str, str, str]]:
+    """The rows (model, mix, arrivals) of the report's last mixes table whose expected ratio
+    (pooled) was below :data:`CLOSER_LOOK_BELOW`."""
+    return [(model, mix, arrivals) for model, mix, arrivals
+            in _below(report_text, MIXES_SECTION, "### Mixes", 3)]
+
+
+MIX_SETTINGS = (*((mix, "fixed") for mix in ("easy-heavy", "hard-heavy", "mixed")),
+                *(("balanced", arrivals) for arrivals in ("poisson", "burst")))
+"""The (mix, arrivals) rows of the mixes table."""
+MIX_VARIANTS = ("uniform", "clear (learned)", "clear (true kind curves)",
                 "clear (true item curves)")
-    for model in models:
-        pool = item_pool(model)
-        for mix, arrivals in settings:
-            _, res, per_stream = await _pooled(
-                sim, model, pool, streams, variants, measure_from, mix=mix,
-                arrivals=arrivals, budget_per_item=2048, windows=windows, window_size=size)
-            learned, kind = res["clear (learned)"], res["clear (true kind curves)"]
-            rows.append([model, mix, arrivals,
-                         *(f"{res[v].accuracy_after(0):.3f}" for v in variants),
-                         _ratio(learned, kind), _ratio(learned, kind, expected=True),
-                         " / ".join(per_stream)])
-            print(rows[-1], flush=True)
-    return ["model", "mix", "arrivals", *variants, "learned/true kind",
-            "learned/true kind, expected", "expected, per stream"], rows
+
+
+async def mixes_and_arrivals(rows_to_run, windows, size, measure_from, sim, streams,
+                             ablations=()):
+    """Per (model, mix, arrivals) row: the variants at 2048 tokens/item (and the
+    ``ablations``), ``streams`` streams each (pooled), measured after ``measure_from``
+    windows of learning."""
+    rows = []
+    variants = (*MIX_VARIANTS, *ablations)
+    pools = {}
+    for model, mix, arrivals in rows_to_run:
+        pool = pools.setdefault(model, item_pool(model))
+        _, res, per_stream = await _pooled(
+            sim, model, pool, streams, variants, measure_from, mix=mix,
+            arrivals=arrivals, budget_per_item=2048, windows=windows, window_size=size)
+        learned, kind = res["clear (learned)"], res["clear (true kind curves)"]
+        rows.append([model, mix, arrivals,
+                     *(f"{res[v].accuracy_after(0):.3f}" for v in MIX_VARIANTS),
+                     _ratio(learned, kind), _ratio(learned, kind, expected=True),
+                     " / ".join(per_stream),
+                     *(f"{res[v].accuracy_after(0):.3f} ({_ratio(res[v], kind, expected=True)})"
+                       for v in ablations)])
+        print(rows[-1], flush=True)
+    return ["model", "mix", "arrivals", *MIX_VARIANTS, "learned/true kind",
+            "learned/true kind, expected", "expected, per stream", *ablations], rows
 
 
 def mixes_section(headers, rows, streams: int, measure_from: int, windows: int,
@@ -279,6 +306,36 @@ def closer_look(windows: int, size: int, measure_from: int, streams: int,
     write_section(CLOSER_LOOK_SECTION, body)
 
 
+def mixes_closer_look(windows: int, size: int, measure_from: int, streams: int,
+                      started: float) -> None:
+    """More streams, and the closer look's ablations, for the rows of the last mixes table
+    near the target; writes the ``traffic-streams-mixes-closer`` section."""
+    from benchmarks._report import REPORT
+
+    rows_to_run = closer_look_mix_rows(REPORT.read_text())
+    with SimulatorServer() as sim:
+        headers, rows = asyncio.run(mixes_and_arrivals(
+            rows_to_run, windows, size, measure_from, sim, streams,
+            ablations=CLOSER_LOOK_ABLATIONS))
+    write_section(MIXES_CLOSER_SECTION, "\n\n".join([
+        "### A closer look at the mixes near the target "
+        "(`benchmarks/traffic_streams.py --closer-look-mixes`)",
+        f"The rows of the mixes table whose expected learned/true-kind ratio was below "
+        f"{CLOSER_LOOK_BELOW} when this run started, run again on {streams} streams each "
+        f"(seeds 0-{streams - 1}, the first ones the same streams as the table's), pooled, in "
+        "the same protocol, with the closer look's opt-in estimator variants (a cell: "
+        "accuracy, and in brackets the expected ratio to the true kind curves). A row is "
+        "settled by these streams, not by the mixes table's.",
+        markdown_table(headers, rows),
+        f"{SWEEP_ATTRIBUTION} Run took {(time.perf_counter() - started) / 60:.0f} min.",
+    ]))
+
+
+def _every_mix(models) -> list[tuple[str, str, str]]:
+    """Every (model, mix, arrivals) row of the mixes table."""
+    return [(model, mix, arrivals) for model in models for mix, arrivals in MIX_SETTINGS]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
@@ -293,6 +350,8 @@ def main() -> None:
                              "with --mixes-only)")
     parser.add_argument("--closer-look", action="store_true",
                         help="only the cells of the last full run below CLOSER_LOOK_BELOW")
+    parser.add_argument("--closer-look-mixes", action="store_true",
+                        help="only the rows of the last mixes table below CLOSER_LOOK_BELOW")
     args = parser.parse_args()
     started = time.perf_counter()
     models = load_sweep().models_with_caps(3)
@@ -300,12 +359,15 @@ def main() -> None:
     if args.closer_look:
         closer_look(windows, size, measure_from, args.streams, started)
         return
+    if args.closer_look_mixes:
+        mixes_closer_look(windows, size, measure_from, args.streams, started)
+        return
     if args.quick:
         models = models[:1]
     if args.mixes_only:
         with SimulatorServer() as sim:
             mix_headers, mix_rows = asyncio.run(mixes_and_arrivals(
-                models, windows, size, measure_from, sim, args.mix_streams))
+                _every_mix(models), windows, size, measure_from, sim, args.mix_streams))
         mixes_section(mix_headers, mix_rows, args.mix_streams, measure_from, windows,
                       (time.perf_counter() - started) / 60)
         return
@@ -315,7 +377,7 @@ def main() -> None:
         cold = await cold_start(cells, windows, size, measure_from, sim, args.streams,
                                 ablations={models[0]: ABLATIONS})
         mixes = None if args.skip_mixes else await mixes_and_arrivals(
-            models, windows, size, measure_from, sim, args.mix_streams)
+            _every_mix(models), windows, size, measure_from, sim, args.mix_streams)
         rob = await robustness(models, max(windows // 4, 2), size, sim)
         return cold, mixes, rob
 
