@@ -214,7 +214,9 @@ def mixes_section(headers, rows, streams: int, measure_from: int, windows: int,
         "as large) of a balanced stream. The same stream's ratio moves from run to run "
         "(which concurrent calls settle first changes what the learned estimator has seen at "
         "each re-plan), most on hard-heavy streams, where a kind's funding hangs on two close "
-        "AIME curves: a row is uncertain by a few points.",
+        "AIME curves: a row is uncertain by a few points. The rows below "
+        f"{CLOSER_LOOK_BELOW} are settled on more streams in the next section "
+        "(`--closer-look-mixes`).",
         markdown_table(headers, rows),
         f"{SWEEP_ATTRIBUTION} Run took {minutes:.0f} min.",
     ]))
