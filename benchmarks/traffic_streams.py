@@ -42,8 +42,9 @@ MAIN = ("uniform", "clear (prior only)", "clear (learned)", "clear (true kind cu
         "clear (true item curves)")
 ABLATIONS = ("clear (learned, no hints)", "clear (learned, Thompson)",
              "clear (learned, pacing off)", "clear (learned, pace drawn)",
-             "clear (learned, own tail)")
-CLOSER_LOOK_ABLATIONS = ("clear (learned, pace drawn)", "clear (learned, own tail)")
+             "clear (learned, own tail)", "clear (learned, own tail per token)")
+CLOSER_LOOK_ABLATIONS = ("clear (learned, pace drawn)", "clear (learned, own tail)",
+                         "clear (learned, own tail per token)")
 """The ablations a closer look runs on every cell (the others run on the full run's first model
 only)."""
 PLOT = DOCS / "cold_start.png"
@@ -409,7 +410,8 @@ def main() -> None:
         "parent's pace instead of its own), with the pace drawn (`exploration=\"pace\"`: "
         "each look at a group draws its pace from its posterior), and with its own tail "
         "(`own_tail_calls=30`: past its caps a group continues at its own hazards of the "
-        "octave below, blended with its parent's). "
+        "octave below, blended with its parent's), holding its finishing rate per octave or "
+        "per token (`own_tail_scale=\"tokens\"`). "
         "An ablation's cell is its accuracy and, in brackets, its expected ratio to the true "
         "kind curves. "
         "`learned/true kind` divides the accuracies the calls reached; `, expected` divides "

@@ -172,6 +172,9 @@ class HistoryEstimator:
             keeps every group at its parent's pace.
         own_tail_calls: past its caps, continue a group at its own hazards too, not only its
             parent's (calls, > 0; None, the default, turns it off): see the module docstring.
+        own_tail_scale: what the own tail holds constant past the group's caps: the share of
+            the runs still going that finish per octave (``"log-tokens"``, the default) or per
+            token (``"tokens"``: a constant hazard, a longer tail).
         use_hints: learn per (kind, hint) too, shrunk toward the kind.
         min_reported: correctness reports needed to learn from correctness directly (>= 1).
         exploration: ``"none"`` (the expected curves), ``"pace"`` (draw each group's pace
@@ -197,6 +200,7 @@ class HistoryEstimator:
         prior_finished: EmpiricalCurve | None = None,
         pace_sigma: float = 0.7,
         own_tail_calls: float | None = None,
+        own_tail_scale: Literal["log-tokens", "tokens"] = "log-tokens",
         use_hints: bool = True,
         min_reported: int = 10,
         exploration: Literal["thompson", "pace", "none"] = "none",
@@ -209,6 +213,9 @@ class HistoryEstimator:
         if own_tail_calls is not None and not own_tail_calls > 0:
             raise ValueError(
                 f"own_tail_calls must be > 0 calls, or None (off); got {own_tail_calls!r}")
+        if own_tail_scale not in ("log-tokens", "tokens"):
+            raise ValueError(f"own_tail_scale must be 'log-tokens' or 'tokens'; "
+                             f"got {own_tail_scale!r}")
         if not prior_sigma_tokens >= 0:
             raise ValueError(f"prior_sigma_tokens must be >= 0 tokens; got {prior_sigma_tokens!r}")
         default_prior = prior is None
@@ -238,6 +245,7 @@ class HistoryEstimator:
         self.prior_weight = float(prior_weight)
         self.pace_sigma = float(pace_sigma)
         self.own_tail_calls = None if own_tail_calls is None else float(own_tail_calls)
+        self.own_tail_scale = own_tail_scale
         self.use_hints = use_hints
         self.min_reported = int(min_reported)
         self.exploration = exploration
@@ -322,7 +330,7 @@ class HistoryEstimator:
                 return cached
         rng = self._rng if drawn else None
         built = (_posterior(counts, parent[0], self.prior_weight, self.pace_sigma, rng,
-                            self.own_tail_calls), stamp)
+                            self.own_tail_calls, self.own_tail_scale), stamp)
         if not drawn:
             with self._lock:
                 self._curves[key] = built
@@ -441,15 +449,15 @@ def _paced(parent: GroupCurve, counts: GroupCounts, sigma: float,
 
 def _own_tail(counts: GroupCounts, h_correct: NDArray[np.float64],
               h_finish: NDArray[np.float64], weight: float, tail_calls: float,
-              ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+              scale: str = "log-tokens") -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The parent's hazards past a group's watched range, blended with the group's own.
 
     ``top`` is the last token count at which :data:`TAIL_MIN_WATCHED` of the group's calls were
     still watched. Over the octave below it the group's runs finished at some rate per
-    log-token, and some share of those finishes were right (its hazards, shrunk as in
-    :func:`_posterior`); past ``top`` that rate and share are held constant and blended with
-    the parent's hazards, weighing ``n / (n + tail_calls)`` with ``n`` the calls watched at
-    the octave's start.
+    log-token (``scale="log-tokens"``) or per token (``"tokens"``), and some share of those
+    finishes were right (its hazards, shrunk as in :func:`_posterior`); past ``top`` that rate
+    and share are held constant and blended with the parent's hazards, weighing ``n / (n +
+    tail_calls)`` with ``n`` the calls watched at the octave's start.
     """
     watched = counts.at_risk[1:]  # per bin (grid[j], grid[j + 1]]
     enough = np.flatnonzero(watched >= TAIL_MIN_WATCHED)
@@ -466,8 +474,10 @@ def _own_tail(counts: GroupCounts, h_correct: NDArray[np.float64],
     still = np.concatenate(([1.0], np.cumprod(1.0 - np.minimum(own_finish, 1.0))))
     finished = 1.0 - still[-1]
     share = float(still[:-1] @ own_correct) / finished if finished > _ALIVE else 0.0
-    rate = -np.log(max(still[-1], _ALIVE)) / np.log(top / max(CURVE_GRID[start], 1.0))
-    tail_finish = 1.0 - np.exp(-rate * np.log(CURVE_GRID[last + 2:] / CURVE_GRID[last + 1:-1]))
+    # Where the rate is measured: log-tokens, or tokens.
+    axis = np.log(np.maximum(CURVE_GRID, 1.0)) if scale == "log-tokens" else CURVE_GRID
+    rate = -np.log(max(still[-1], _ALIVE)) / (axis[last + 1] - axis[start])
+    tail_finish = 1.0 - np.exp(-rate * np.diff(axis[last + 1:]))
     own = watched[start] / (watched[start] + tail_calls)
     h_correct, h_finish = h_correct.copy(), h_finish.copy()
     h_finish[last + 1:] = own * tail_finish + (1.0 - own) * h_finish[last + 1:]
@@ -477,7 +487,8 @@ def _own_tail(counts: GroupCounts, h_correct: NDArray[np.float64],
 
 def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float,
                pace_sigma: float, rng: np.random.Generator | None = None,
-               own_tail_calls: float | None = None) -> GroupCurve:
+               own_tail_calls: float | None = None,
+               own_tail_scale: str = "log-tokens") -> GroupCurve:
     """The group's curve: its hazards, each shrunk toward its paced parent's by ``weight``
     calls.
 
@@ -492,7 +503,8 @@ def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float,
     parent = _paced(parent, counts, pace_sigma, rng)
     h_correct, h_finish = _hazards(parent.values, parent.running)
     if own_tail_calls is not None:
-        h_correct, h_finish = _own_tail(counts, h_correct, h_finish, weight, own_tail_calls)
+        h_correct, h_finish = _own_tail(counts, h_correct, h_finish, weight, own_tail_calls,
+                                        own_tail_scale)
     denominator = counts.at_risk[1:] + weight
     h_correct = (counts.correct[1:] + weight * h_correct) / denominator
     h_finish = np.maximum((counts.finished[1:] + weight * h_finish) / denominator, h_correct)

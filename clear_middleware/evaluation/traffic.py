@@ -25,6 +25,8 @@ every variant, so differences come from the caps alone):
   from its posterior (``exploration="pace"``, Thompson sampling on the pace);
 - ``clear (learned, own tail)``: the same with hints, past its caps each group continuing at
   its own hazards blended with its parent's (``own_tail_calls=30``);
+- ``clear (learned, own tail per token)``: the same, the own tail holding its finishing rate
+  per token instead of per octave (``own_tail_scale="tokens"``);
 - ``clear (true kind curves)``: CLEAR told each kind's true curve (the sampling-weighted mean
   of the items' measured curves): the target of a per-kind estimator;
 - ``clear (true item curves)``: CLEAR told each item's own measured curve: what per-item
@@ -68,6 +70,7 @@ VARIANTS = (
     "clear (learned, pacing off)",
     "clear (learned, pace drawn)",
     "clear (learned, own tail)",
+    "clear (learned, own tail per token)",
     "clear (true kind curves)",
     "clear (true item curves)",
 )
@@ -238,6 +241,7 @@ _LEARNED_OPTIONS: dict[str, dict[str, object]] = {
     "clear (learned, pacing off)": dict(pace_sigma=0.0),
     "clear (learned, pace drawn)": dict(exploration="pace", seed=0),
     "clear (learned, own tail)": dict(own_tail_calls=30.0),
+    "clear (learned, own tail per token)": dict(own_tail_calls=30.0, own_tail_scale="tokens"),
 }
 """The learning variants: the :class:`HistoryEstimator` options each changes (hints on
 otherwise)."""

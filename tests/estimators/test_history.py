@@ -259,6 +259,36 @@ def test_own_tail_continues_a_group_at_its_own_rate_past_its_caps():
     np.testing.assert_allclose(own[CURVE_GRID <= 1536], parents[CURVE_GRID <= 1536], atol=5e-4)
 
 
+def test_own_tail_per_token_continues_a_constant_hazard():
+    # The kind's runs have a constant hazard per token (exponential lengths, 2,000 tokens on
+    # average; 4 in 5 right), 2,000 calls capped at 2,048 tokens, at the quantiles; the
+    # parent as in the test above.
+    finished = 1.0 - np.exp(-CURVE_GRID / 1000.0)
+    lengths = -2000.0 * np.log1p(-(np.arange(2000) + 0.5) / 2000)
+
+    def learned(**options):
+        est = HistoryEstimator(prior=EmpiricalCurve(CURVE_GRID, 0.1 * finished),
+                               prior_finished=EmpiricalCurve(CURVE_GRID, finished),
+                               pace_sigma=0.0, own_tail_calls=30.0, **options)
+        for i, length in enumerate(lengths):
+            done = bool(length <= 2048)
+            est.observe(CallObservation(f"c{i}", "k", "m", 2048, int(min(length, 2048)), done,
+                                        correct=done and i % 5 != 0))
+        return np.interp(8192.0, CURVE_GRID, est.group("m", "k").values)
+
+    # Per token, the tail is the runs' own: 0.8 * (1 - exp(-8192 / 2000)) = 0.787 within 8,192
+    # tokens. Per octave, each octave past 2,048 keeps the 1,024-2,048 octave's survival,
+    # exp(-1024 / 2000) = 0.599: 0.8 * (1 - exp(-2048 / 2000) * 0.599**2) = 0.697.
+    # The parent's share of the hazards, 30 / (1198 + 30) = 0.024 with 1,198 calls watched at
+    # 1,024 tokens, finishes runs sooner and 1 in 10 right: both land about 0.015 lower.
+    per_token, per_octave = learned(own_tail_scale="tokens"), learned()
+    assert per_token == pytest.approx(0.787, abs=0.02)
+    assert per_octave == pytest.approx(0.697, abs=0.02)
+    assert per_token - per_octave == pytest.approx(0.787 - 0.697, abs=0.005)
+    with pytest.raises(ValueError, match=r"own_tail_scale must be 'log-tokens' or 'tokens'"):
+        HistoryEstimator(own_tail_scale="octaves")
+
+
 def test_few_calls_leave_the_pace_uncertain_and_many_settle_it():
     est = _exponential_parent(1000.0)
     rng = np.random.default_rng(5)
