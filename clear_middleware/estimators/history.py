@@ -58,6 +58,19 @@ balanced streams at 2,048-4,096 tokens per item against 0.988, and 0.954 against
 hard-heavy ones; end to end, on the three cells nearest the 0.95 target, within a point of the
 default (``docs/benchmarks.md``, closer look).
 
+``own_tail_scale="tokens"`` holds the own tail's finishing rate per *token* instead of per
+octave: a constant hazard, a longer tail. On hard-heavy streams (80% AIME) CLEAR funds MATH-500
+calls at about 5,000 tokens where the true kind curves fund them at 7,000, because past 5,000
+tokens the learned curve flattens while the true one still gains 3.5 points per 1,000 tokens
+(openrs1): the calls are never watched there, so the flat tail is never corrected. Held per
+token, the tail keeps that gain. Measured end to end (openrs1 hard-heavy, 8 streams, twice, ad
+hoc): 0.953 and 0.955 of CLEAR on the true kind curves, against 0.93 (0.927-0.941 over five
+runs) for the default and for the per-octave own tail. Elsewhere, level with the default or
+above it: balanced streams at 4,096 tokens per item, 0.963 (openrs1) and 0.988 (openrs3)
+against 0.963 and 0.980 (4 streams); at 2,048, 0.975 (openrs1) and 1.019 (qwen3) against 0.961
+and 1.019 in the cold-start table; deepscaler hard-heavy 0.952 against 0.952. The benchmark
+tables carry it as ``clear (learned, own tail per token)``.
+
 The prior is the documented population curve (:func:`~.prior.population_prior`), with how
 long its runs are (:func:`~.prior.population_finished`): the expected curve of a subtask of
 unknown difficulty, wide and cautious, which sharpens into the kind's own curve as calls
