@@ -63,13 +63,14 @@ octave: a constant hazard, a longer tail. On hard-heavy streams (80% AIME) CLEAR
 calls at about 5,000 tokens where the true kind curves fund them at 7,000, because past 5,000
 tokens the learned curve flattens while the true one still gains 3.5 points per 1,000 tokens
 (openrs1): the calls are never watched there, so the flat tail is never corrected. Held per
-token, the tail keeps that gain. Measured end to end (openrs1 hard-heavy, 8 streams, twice, ad
-hoc): 0.953 and 0.955 of CLEAR on the true kind curves, against 0.93 (0.927-0.941 over five
-runs) for the default and for the per-octave own tail. Elsewhere, level with the default or
-above it: balanced streams at 4,096 tokens per item, 0.963 (openrs1) and 0.988 (openrs3)
-against 0.963 and 0.980 (4 streams); at 2,048, 0.975 (openrs1) and 1.019 (qwen3) against 0.961
-and 1.019 in the cold-start table; deepscaler hard-heavy 0.952 against 0.952. The benchmark
-tables carry it as ``clear (learned, own tail per token)``.
+token, the tail keeps that gain. Measured end to end on openrs1 hard-heavy streams (8 streams):
+0.942 of CLEAR on the true kind curves against 0.924 for the default in the mixes closer look
+(``docs/benchmarks.md``), and 0.953 and 0.955 in two ad hoc runs, where the default scored
+0.927-0.941 over five runs and the per-octave own tail 0.917-0.931; deepscaler hard-heavy 0.956
+against 0.921 in the closer look. Elsewhere (ad hoc), level with the default or above it:
+balanced streams at 4,096 tokens per item, 0.963 (openrs1) and 0.988 (openrs3) against 0.963
+and 0.980 (4 streams); at 2,048, 0.975 (openrs1) and 1.019 (qwen3) against 0.961 and 1.019 in
+the cold-start table. The benchmark tables carry it as ``clear (learned, own tail per token)``.
 
 The prior is the documented population curve (:func:`~.prior.population_prior`), with how
 long its runs are (:func:`~.prior.population_finished`): the expected curve of a subtask of
