@@ -61,7 +61,9 @@ async def cold_start(cells, windows, size, measure_from, sim, streams, ablations
     ablations = ablations or {}
     rows, per_window, pools = [], {}, {}
     for model, budget in cells:
-        pool = pools.setdefault(model, item_pool(model))
+        if model not in pools:  # setdefault would build the pool again for every row
+            pools[model] = item_pool(model)
+        pool = pools[model]
         variants = MAIN + tuple(ablations.get(model, ()))
         runs, res, per_stream = await _pooled(
             sim, model, pool, streams, variants, measure_from, budget_per_item=budget,
@@ -186,7 +188,9 @@ async def mixes_and_arrivals(rows_to_run, windows, size, measure_from, sim, stre
     variants = (*MIX_VARIANTS, *ablations)
     pools = {}
     for model, mix, arrivals in rows_to_run:
-        pool = pools.setdefault(model, item_pool(model))
+        if model not in pools:  # setdefault would build the pool again for every row
+            pools[model] = item_pool(model)
+        pool = pools[model]
         _, res, per_stream = await _pooled(
             sim, model, pool, streams, variants, measure_from, mix=mix,
             arrivals=arrivals, budget_per_item=2048, windows=windows, window_size=size)
