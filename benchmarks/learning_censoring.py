@@ -27,14 +27,15 @@ VARIANTS = {
     "censored (default)": dict(observe="censored"),
     "censored, pacing off": dict(observe="censored", pace_sigma=0.0),
     "censored, pace drawn": dict(observe="censored", exploration="pace"),
-    "censored, own tail": dict(observe="censored", own_tail_calls=30.0),
+    "censored, parent tail": dict(observe="censored", own_tail_calls=None),
+    "censored, own tail per octave": dict(observe="censored", own_tail_scale="log-tokens"),
     "censored, Thompson": dict(observe="censored", exploration="thompson"),
     "censored, prior weight 30": dict(observe="censored", prior_weight=30.0),
     "every run seen whole": dict(observe="full"),
 }
 MIXES = ("easy-heavy", "hard-heavy", "mixed")
 MIX_VARIANTS = ("censored (default)", "censored, pacing off", "censored, pace drawn",
-                "censored, own tail", "every run seen whole")
+                "censored, parent tail", "every run seen whole")
 
 
 def _ratio(job: tuple[str, int, str, int, str]) -> float:
@@ -78,9 +79,12 @@ def main() -> None:
         "every group at its parent's pace (`pace_sigma=0`): past its caps a hard kind "
         "continues as the population's runs do, the estimator before pacing. `pace drawn` "
         "explores: each allocation draws every group's pace from its posterior "
-        "(`exploration=\"pace\"`) instead of taking the expected curve. `own tail` continues "
-        "each group past its caps at its own hazards of the octave below, blended with its "
-        "parent's (`own_tail_calls=30`). `Thompson` fits each "
+        "(`exploration=\"pace\"`) instead of taking the expected curve. `default` continues "
+        "each group past its caps at its own hazards (its finishing rate of the octave below "
+        "held constant per token), blended with its paced parent's (`own_tail_calls=30`); "
+        "`parent tail` continues it at its parent's hazards alone (`own_tail_calls=None`, the "
+        "default before the own tail), `own tail per octave` holds the own rate per octave "
+        "(`own_tail_scale=\"log-tokens\"`, a shorter tail). `Thompson` fits each "
         "group to a bootstrap resample of its calls. `prior weight 30` "
         "shrinks each hazard ten times harder toward the parent's than the default. (The "
         "estimator before hazard shrinkage, which mixed curves with a weight of 30 calls and "

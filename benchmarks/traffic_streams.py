@@ -42,9 +42,9 @@ MAIN = ("uniform", "clear (prior only)", "clear (learned)", "clear (true kind cu
         "clear (true item curves)")
 ABLATIONS = ("clear (learned, no hints)", "clear (learned, Thompson)",
              "clear (learned, pacing off)", "clear (learned, pace drawn)",
-             "clear (learned, own tail)", "clear (learned, own tail per token)")
-CLOSER_LOOK_ABLATIONS = ("clear (learned, pace drawn)", "clear (learned, own tail)",
-                         "clear (learned, own tail per token)")
+             "clear (learned, parent tail)", "clear (learned, own tail per octave)")
+CLOSER_LOOK_ABLATIONS = ("clear (learned, pace drawn)", "clear (learned, parent tail)",
+                         "clear (learned, own tail per octave)")
 """The ablations a closer look runs on every cell (the others run on the full run's first model
 only)."""
 PLOT = DOCS / "cold_start.png"
@@ -407,15 +407,19 @@ def main() -> None:
         f"learned estimator has learned from windows 1-{measure_from} (it keeps learning after); "
         "the variants that do not learn run the measured windows only. `prior only` is CLEAR "
         "with no history at all (the population prior, computed without the evaluated model). "
-        "Kinds are the three benchmarks; MATH-500 items carry their level as a hint. The "
+        "Kinds are the three benchmarks; MATH-500 items carry their level as a hint. "
+        "`learned` is the History estimator's defaults: past its caps each group continues "
+        "at its own hazards, its finishing rate of the octave below held constant per token, "
+        "blended with its paced parent's (`own_tail_calls=30`). The "
         "ablations (first model only) learn without hints, with Thompson sampling (each "
         "group fitted to a bootstrap resample of its calls instead of the calls as they are), "
         "with pacing off (`pace_sigma=0`: past its caps every group continues at its "
         "parent's pace instead of its own), with the pace drawn (`exploration=\"pace\"`: "
-        "each look at a group draws its pace from its posterior), and with its own tail "
-        "(`own_tail_calls=30`: past its caps a group continues at its own hazards of the "
-        "octave below, blended with its parent's), holding its finishing rate per octave or "
-        "per token (`own_tail_scale=\"tokens\"`). "
+        "each look at a group draws its pace from its posterior), with the parent's tail "
+        "alone (`own_tail_calls=None`: past its caps a group continues at its paced "
+        "parent's hazards only, the default before the own tail), and with the own tail's "
+        "rate held per octave instead of per token (`own_tail_scale=\"log-tokens\"`, a "
+        "shorter tail). "
         "An ablation's cell is its accuracy and, in brackets, its expected ratio to the true "
         "kind curves. "
         "`learned/true kind` divides the accuracies the calls reached; `, expected` divides "

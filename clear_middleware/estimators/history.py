@@ -43,34 +43,29 @@ observed again (deepscaler AIME 2024 learned at 0.22 within 8,192 tokens against
 and so abandoned). ``pace_sigma=0`` turns pacing off; what it is worth is measured in
 ``benchmarks/learning_censoring.py``.
 
-Past its caps, a group can also continue at its *own* hazards (``own_tail_calls``, off by
-default): over the octave below the last token count at which :data:`TAIL_MIN_WATCHED` of its
-calls were still watched, its runs finished at some rate per log-token and some share of those
-finishes were right; past it that rate and share are held constant, blended with the paced
-parent's hazards with weight ``n / (n + own_tail_calls)`` for ``n`` calls watched at the
-octave's start. Within a homogeneous group the share of still-going runs that finish right in
-the next octave stays about the same (openrs1 MATH-500: 0.40 from 2,048 to 4,096 tokens, 0.42
-from 4,096 to 8,192), while the population's falls (0.25, then 0.14), its long runs being more
-and more the hopeless ones; continuing a MATH-500 group at the population's hazards undervalues
-it past its caps. Measured, it is no better on average than the default: offline
-(``benchmarks/learning_censoring.py``, 4 streams) 0.993 of CLEAR on the true per-kind curves on
-balanced streams at 2,048-4,096 tokens per item against 0.988, and 0.954 against 0.964 on
-hard-heavy ones; end to end, on the three cells nearest the 0.95 target, within a point of the
-default (``docs/benchmarks.md``, closer look).
+Past its caps, a group also continues at its *own* hazards (``own_tail_calls``, 30 calls by
+default; None turns it off): over the octave below the last token count at which
+:data:`TAIL_MIN_WATCHED` of its calls were still watched, its runs finished at some rate and
+some share of those finishes were right; past it that rate and share are held constant,
+blended with the paced parent's hazards with weight ``n / (n + own_tail_calls)`` for ``n``
+calls watched at the octave's start. Within a homogeneous group the share of still-going runs
+that finish right in the next octave stays about the same (openrs1 MATH-500: 0.40 from 2,048
+to 4,096 tokens, 0.42 from 4,096 to 8,192), while the population's falls (0.25, then 0.14),
+its long runs being more and more the hopeless ones; continuing a MATH-500 group at the
+population's hazards alone undervalues it past its caps.
 
-``own_tail_scale="tokens"`` holds the own tail's finishing rate per *token* instead of per
-octave: a constant hazard, a longer tail. On hard-heavy streams (80% AIME) CLEAR funds MATH-500
-calls at about 5,000 tokens where the true kind curves fund them at 7,000, because past 5,000
-tokens the learned curve flattens while the true one still gains 3.5 points per 1,000 tokens
-(openrs1): the calls are never watched there, so the flat tail is never corrected. Held per
-token, the tail keeps that gain. Measured end to end on openrs1 hard-heavy streams (8 streams):
-0.942 of CLEAR on the true kind curves against 0.924 for the default in the mixes closer look
-(``docs/benchmarks.md``), and 0.953 and 0.955 in two ad hoc runs, where the default scored
-0.927-0.941 over five runs and the per-octave own tail 0.917-0.931; deepscaler hard-heavy 0.956
-against 0.921 in the closer look. Elsewhere (ad hoc), level with the default or above it:
-balanced streams at 4,096 tokens per item, 0.963 (openrs1) and 0.988 (openrs3) against 0.963
-and 0.980 (4 streams); at 2,048, 0.975 (openrs1) and 1.019 (qwen3) against 0.961 and 1.019 in
-the cold-start table. The benchmark tables carry it as ``clear (learned, own tail per token)``.
+The rate is held per *token* by default (``own_tail_scale="tokens"``: a constant hazard);
+``"log-tokens"`` holds it per octave, a shorter tail. What the tail is for: on hard-heavy
+streams (80% AIME) CLEAR on the parent's tail alone funds MATH-500 calls at about 5,000 tokens
+where the true kind curves fund them at 7,000, because past 5,000 tokens the learned curve
+flattens while the true one still gains 3.5 points per 1,000 tokens (openrs1): the calls are
+never watched there, so the flat tail is never corrected. Held per token, the tail keeps that
+gain. Measured end to end on openrs1 hard-heavy streams (8 streams): 0.942 of CLEAR on the
+true kind curves against 0.924 on the parent's tail alone in a mixes closer look, and 0.953
+and 0.955 in two ad hoc runs, where the parent's tail scored 0.927-0.941 over five runs and
+the per-octave own tail 0.917-0.931; deepscaler hard-heavy 0.956 against 0.921. The benchmark
+tables carry the other tails as ``clear (learned, parent tail)`` (``own_tail_calls=None``) and
+``clear (learned, own tail per octave)``.
 
 The prior is the documented population curve (:func:`~.prior.population_prior`), with how
 long its runs are (:func:`~.prior.population_finished`): the expected curve of a subtask of
@@ -185,10 +180,11 @@ class HistoryEstimator:
             (natural-log tokens, >= 0; default 0.7: two spreads are a pace of 1/4 to 4); 0
             keeps every group at its parent's pace.
         own_tail_calls: past its caps, continue a group at its own hazards too, not only its
-            parent's (calls, > 0; None, the default, turns it off): see the module docstring.
+            parent's, the own ones weighing ``n / (n + own_tail_calls)`` for ``n`` calls
+            watched (calls, > 0; default 30; None turns it off): see the module docstring.
         own_tail_scale: what the own tail holds constant past the group's caps: the share of
-            the runs still going that finish per octave (``"log-tokens"``, the default) or per
-            token (``"tokens"``: a constant hazard, a longer tail).
+            the runs still going that finish per token (``"tokens"``, the default: a constant
+            hazard) or per octave (``"log-tokens"``: a shorter tail).
         use_hints: learn per (kind, hint) too, shrunk toward the kind.
         min_reported: correctness reports needed to learn from correctness directly (>= 1).
         exploration: ``"none"`` (the expected curves), ``"pace"`` (draw each group's pace
@@ -213,8 +209,8 @@ class HistoryEstimator:
         prior_sigma_tokens: float = 500.0,
         prior_finished: EmpiricalCurve | None = None,
         pace_sigma: float = 0.7,
-        own_tail_calls: float | None = None,
-        own_tail_scale: Literal["log-tokens", "tokens"] = "log-tokens",
+        own_tail_calls: float | None = 30.0,
+        own_tail_scale: Literal["log-tokens", "tokens"] = "tokens",
         use_hints: bool = True,
         min_reported: int = 10,
         exploration: Literal["thompson", "pace", "none"] = "none",

@@ -42,7 +42,8 @@ def censored_learning(
     model: str, budget_per_item: int, *, windows: int = 40, measure_from: int = 28,
     window_size: int = 40, seed: int = 0, observe: Literal["censored", "full"] = "censored",
     exploration: Literal["thompson", "pace", "none"] = "none", prior_weight: float = 3.0,
-    mix: str = "balanced", pace_sigma: float = 0.7, own_tail_calls: float | None = None,
+    mix: str = "balanced", pace_sigma: float = 0.7, own_tail_calls: float | None = 30.0,
+    own_tail_scale: Literal["log-tokens", "tokens"] = "tokens",
 ) -> LearningResult:
     """Learned CLEAR against true-kind CLEAR on one stream (see the module docstring)."""
     pool = item_pool(model)
@@ -53,7 +54,8 @@ def censored_learning(
     estimator = HistoryEstimator(prior=population_prior([model]), exploration=exploration,
                                  prior_finished=population_finished([model]),
                                  prior_weight=prior_weight, pace_sigma=pace_sigma,
-                                 own_tail_calls=own_tail_calls, seed=seed)
+                                 own_tail_calls=own_tail_calls,
+                                 own_tail_scale=own_tail_scale, seed=seed)
     rng = np.random.default_rng(seed)
     learned, true_kind = [], []
     calls = 0

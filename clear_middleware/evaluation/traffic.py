@@ -23,10 +23,11 @@ every variant, so differences come from the caps alone):
   (``pace_sigma=0``: past its caps a hard kind continues as the population's runs do);
 - ``clear (learned, pace drawn)``: the same with hints, each look at a group drawing its pace
   from its posterior (``exploration="pace"``, Thompson sampling on the pace);
-- ``clear (learned, own tail)``: the same with hints, past its caps each group continuing at
-  its own hazards blended with its parent's (``own_tail_calls=30``);
-- ``clear (learned, own tail per token)``: the same, the own tail holding its finishing rate
-  per token instead of per octave (``own_tail_scale="tokens"``);
+- ``clear (learned, parent tail)``: the same with hints, past its caps each group continuing
+  at its paced parent's hazards alone (``own_tail_calls=None``; the estimator's default before
+  the own tail);
+- ``clear (learned, own tail per octave)``: the same, the own tail holding its finishing rate
+  per octave instead of per token (``own_tail_scale="log-tokens"``);
 - ``clear (true kind curves)``: CLEAR told each kind's true curve (the sampling-weighted mean
   of the items' measured curves): the target of a per-kind estimator;
 - ``clear (true item curves)``: CLEAR told each item's own measured curve: what per-item
@@ -69,8 +70,8 @@ VARIANTS = (
     "clear (learned, Thompson)",
     "clear (learned, pacing off)",
     "clear (learned, pace drawn)",
-    "clear (learned, own tail)",
-    "clear (learned, own tail per token)",
+    "clear (learned, parent tail)",
+    "clear (learned, own tail per octave)",
     "clear (true kind curves)",
     "clear (true item curves)",
 )
@@ -240,8 +241,8 @@ _LEARNED_OPTIONS: dict[str, dict[str, object]] = {
     "clear (learned, Thompson)": dict(exploration="thompson"),
     "clear (learned, pacing off)": dict(pace_sigma=0.0),
     "clear (learned, pace drawn)": dict(exploration="pace", seed=0),
-    "clear (learned, own tail)": dict(own_tail_calls=30.0),
-    "clear (learned, own tail per token)": dict(own_tail_calls=30.0, own_tail_scale="tokens"),
+    "clear (learned, parent tail)": dict(own_tail_calls=None),
+    "clear (learned, own tail per octave)": dict(own_tail_scale="log-tokens"),
 }
 """The learning variants: the :class:`HistoryEstimator` options each changes (hints on
 otherwise)."""

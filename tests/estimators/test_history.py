@@ -173,8 +173,10 @@ def test_past_its_largest_cap_a_group_runs_on_as_its_parent_does():
     grid = CURVE_GRID
     finished = 1.0 - np.exp(-grid / 4000.0)
     est = HistoryEstimator(prior=EmpiricalCurve(grid, 0.5 * finished), prior_weight=3.0,
-                           prior_finished=EmpiricalCurve(grid, finished), pace_sigma=0.0)
-    for i in range(97):  # every call cut at 2,048 tokens (pacing off: the parent's own pace)
+                           prior_finished=EmpiricalCurve(grid, finished), pace_sigma=0.0,
+                           own_tail_calls=None)
+    # Every call cut at 2,048 tokens (pacing off: the parent's own pace; the own tail off).
+    for i in range(97):
         est.observe(CallObservation(f"c{i}", "k", "m", 2048, 2048, False))
     at = est.group("m", "k")
     # Up to 2,048 tokens the parent's hazard counts for 3 calls against 97 watched ones that
@@ -205,7 +207,9 @@ def test_a_slow_kind_runs_past_its_caps_at_its_own_pace():
     # grid of paces: 0.25 * 2^(48/12)). 2,000 calls, all capped at 2,048 tokens, at the
     # quantiles of that length, every other finished one right.
     lengths = -4000.0 * np.log1p(-(np.arange(2000) + 0.5) / 2000)
-    paced, unpaced = _exponential_parent(1000.0), _exponential_parent(1000.0, pace_sigma=0.0)
+    # The own tail off: past the caps the parent's hazards alone, at the group's pace.
+    paced = _exponential_parent(1000.0, own_tail_calls=None)
+    unpaced = _exponential_parent(1000.0, pace_sigma=0.0, own_tail_calls=None)
     for est in (paced, unpaced):
         for i, length in enumerate(lengths):
             done = bool(length <= 2048)
@@ -245,9 +249,11 @@ def test_own_tail_continues_a_group_at_its_own_rate_past_its_caps():
         return est.group("m", "k").values
 
     # Within 2,048 tokens: 0.8 * (1 - 256 / 2048) = 0.700 right. Past it, at the kind's own
-    # rate: 0.8 * (1 - 256 / 8192) = 0.775 within 8,192 tokens. At the parent's hazards the
-    # 0.125 still going finish within about 2,000 tokens, 1 in 10 right: 0.7125.
-    own, parents = learned(own_tail_calls=30.0), learned()
+    # rate per octave: 0.8 * (1 - 256 / 8192) = 0.775 within 8,192 tokens. At the parent's
+    # hazards alone the 0.125 still going finish within about 2,000 tokens, 1 in 10 right:
+    # 0.7125.
+    own = learned(own_tail_calls=30.0, own_tail_scale="log-tokens")
+    parents = learned(own_tail_calls=None)
     assert np.interp(2048.0, CURVE_GRID, own) == pytest.approx(0.700, abs=0.01)
     assert np.interp(8192.0, CURVE_GRID, parents) == pytest.approx(0.7125, abs=0.005)
     # The kind's own hazards weigh n / (n + 30) = 0.943, with n = 500 calls watched at 1,024
@@ -262,14 +268,14 @@ def test_own_tail_continues_a_group_at_its_own_rate_past_its_caps():
 def test_own_tail_per_token_continues_a_constant_hazard():
     # The kind's runs have a constant hazard per token (exponential lengths, 2,000 tokens on
     # average; 4 in 5 right), 2,000 calls capped at 2,048 tokens, at the quantiles; the
-    # parent as in the test above.
+    # parent as in the test above. The per-token tail is the default.
     finished = 1.0 - np.exp(-CURVE_GRID / 1000.0)
     lengths = -2000.0 * np.log1p(-(np.arange(2000) + 0.5) / 2000)
 
     def learned(**options):
         est = HistoryEstimator(prior=EmpiricalCurve(CURVE_GRID, 0.1 * finished),
                                prior_finished=EmpiricalCurve(CURVE_GRID, finished),
-                               pace_sigma=0.0, own_tail_calls=30.0, **options)
+                               pace_sigma=0.0, **options)
         for i, length in enumerate(lengths):
             done = bool(length <= 2048)
             est.observe(CallObservation(f"c{i}", "k", "m", 2048, int(min(length, 2048)), done,
@@ -281,7 +287,7 @@ def test_own_tail_per_token_continues_a_constant_hazard():
     # exp(-1024 / 2000) = 0.599: 0.8 * (1 - exp(-2048 / 2000) * 0.599**2) = 0.697.
     # The parent's share of the hazards, 30 / (1198 + 30) = 0.024 with 1,198 calls watched at
     # 1,024 tokens, finishes runs sooner and 1 in 10 right: both land about 0.015 lower.
-    per_token, per_octave = learned(own_tail_scale="tokens"), learned()
+    per_token, per_octave = learned(), learned(own_tail_scale="log-tokens")
     assert per_token == pytest.approx(0.787, abs=0.02)
     assert per_octave == pytest.approx(0.697, abs=0.02)
     assert per_token - per_octave == pytest.approx(0.787 - 0.697, abs=0.005)
@@ -366,7 +372,9 @@ def _draws(est, calls, at):
 
 
 def test_thompson_draws_vary_where_calls_are_few_and_repeat_for_the_same_data():
-    est = HistoryEstimator(prior_weight=1.0, exploration="thompson")
+    # The own tail off: it would carry the rate of the well-watched octave below the last
+    # token count ten calls reached (about 3,000 tokens) into the thinly watched range.
+    est = HistoryEstimator(prior_weight=1.0, exploration="thompson", own_tail_calls=None)
     rng = np.random.default_rng(3)
     for i in range(300):  # 290 calls capped at 2048 or 3072, ten at 8192
         cap = 8192 if i % 30 == 0 else int(rng.choice([2048, 3072]))
@@ -381,7 +389,8 @@ def test_thompson_draws_vary_where_calls_are_few_and_repeat_for_the_same_data():
     assert thin.std() / thin.mean() > 2 * seen.std() / seen.mean() > 0
     # The draw is a function of the group and its data: another estimator reading the same
     # log draws the same curve.
-    twin = HistoryEstimator(est.log, prior_weight=1.0, exploration="thompson")
+    twin = HistoryEstimator(est.log, prior_weight=1.0, exploration="thompson",
+                            own_tail_calls=None)
     np.testing.assert_array_equal(twin.group("m", "k").values, est.group("m", "k").values)
 
 
