@@ -14,13 +14,15 @@ every variant, so differences come from the caps alone):
 - ``uniform``: the same cap for every subtask;
 - ``clear (prior only)``: CLEAR with the documented population prior and no learning (no
   history at all); the prior is computed without the evaluated model's runs;
-- ``clear (learned)``: CLEAR with a :class:`HistoryEstimator` that starts empty and learns from
-  every settled call (per model and kind, and per difficulty hint where items have one);
+- ``clear (learned)``: CLEAR with a :class:`HistoryEstimator` (its defaults) that starts empty
+  and learns from every settled call (per model and kind, and per difficulty hint where items
+  have one);
 - ``clear (learned, no hints)``: the same without hints;
 - ``clear (learned, Thompson)``: the same with hints, each group fitted to a bootstrap
   resample of its calls (``exploration="thompson"``) instead of the calls as they are;
 - ``clear (learned, pacing off)``: the same with hints, every group kept at its parent's pace
-  (``pace_sigma=0``: past its caps a hard kind continues as the population's runs do);
+  (``pace_sigma=0``: past its caps the parent's share of a hard kind's tail continues as
+  the population's runs do);
 - ``clear (learned, pace drawn)``: the same with hints, each look at a group drawing its pace
   from its posterior (``exploration="pace"``, Thompson sampling on the pace);
 - ``clear (learned, parent tail)``: the same with hints, past its caps each group continuing
