@@ -68,9 +68,9 @@ openrs3 hard-heavy 0.959 against 0.947 and 0.928; openrs1 balanced at 2,048 toke
 (openrs1 at 4,096 tokens per item: 0.977, 0.936 on the parent's tail in the run before).
 Offline (``benchmarks/learning_censoring.py``, 4 streams) it is about level with the parent's
 tail: 0.970 at worst against 0.973, though lower on some cells where both beat the true kind
-curves (qwen3 at 1,024 tokens per item: 1.013 against 1.074). The benchmark tables carry the other tails as
-``clear (learned, parent tail)`` (``own_tail_calls=None``) and ``clear (learned, own tail per
-octave)``.
+curves (qwen3 at 1,024 tokens per item: 1.013 against 1.074). The benchmark tables carry the
+other tails as ``clear (learned, parent tail)`` (``own_tail_calls=None``) and ``clear
+(learned, own tail per octave)``.
 
 The prior is the documented population curve (:func:`~.prior.population_prior`), with how
 long its runs are (:func:`~.prior.population_finished`): the expected curve of a subtask of
