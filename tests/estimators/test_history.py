@@ -230,23 +230,30 @@ def test_a_slow_kind_runs_past_its_caps_at_its_own_pace():
         0.461, abs=0.01)
 
 
+def _capped_at_2048(lengths, **options):
+    """The learned curve of a kind whose runs have ``lengths`` (4 in 5 right), every call capped
+    at 2,048 tokens, pacing off, under a parent whose runs take 1,000 tokens on average and only
+    1 in 10 is right."""
+    finished = 1.0 - np.exp(-CURVE_GRID / 1000.0)
+    est = HistoryEstimator(prior=EmpiricalCurve(CURVE_GRID, 0.1 * finished),
+                           prior_finished=EmpiricalCurve(CURVE_GRID, finished),
+                           pace_sigma=0.0, **options)
+    for i, length in enumerate(lengths):
+        done = bool(length <= 2048)
+        est.observe(CallObservation(f"c{i}", "k", "m", 2048, int(min(length, 2048)), done,
+                                    correct=done and i % 5 != 0))
+    return est.group("m", "k").values
+
+
 def test_own_tail_continues_a_group_at_its_own_rate_past_its_caps():
     # The parent's runs take 1,000 tokens on average and only 1 in 10 is right (like a
     # population whose long runs are mostly hopeless). The kind's runs finish at a constant
     # rate per log-token (S(b) = 256 / b past 256 tokens: half of those still going at b finish
     # by 2b) and 4 in 5 are right. 2,000 calls, all capped at 2,048 tokens, at the quantiles.
-    finished = 1.0 - np.exp(-CURVE_GRID / 1000.0)
     lengths = 256.0 / (1.0 - (np.arange(2000) + 0.5) / 2000)
 
     def learned(**options):
-        est = HistoryEstimator(prior=EmpiricalCurve(CURVE_GRID, 0.1 * finished),
-                               prior_finished=EmpiricalCurve(CURVE_GRID, finished),
-                               pace_sigma=0.0, **options)
-        for i, length in enumerate(lengths):
-            done = bool(length <= 2048)
-            est.observe(CallObservation(f"c{i}", "k", "m", 2048, int(min(length, 2048)), done,
-                                        correct=done and i % 5 != 0))
-        return est.group("m", "k").values
+        return _capped_at_2048(lengths, **options)
 
     # Within 2,048 tokens: 0.8 * (1 - 256 / 2048) = 0.700 right. Past it, at the kind's own
     # rate per octave: 0.8 * (1 - 256 / 8192) = 0.775 within 8,192 tokens. At the parent's
@@ -269,18 +276,10 @@ def test_own_tail_per_token_continues_a_constant_hazard():
     # The kind's runs have a constant hazard per token (exponential lengths, 2,000 tokens on
     # average; 4 in 5 right), 2,000 calls capped at 2,048 tokens, at the quantiles; the
     # parent as in the test above. The per-token tail is the default.
-    finished = 1.0 - np.exp(-CURVE_GRID / 1000.0)
     lengths = -2000.0 * np.log1p(-(np.arange(2000) + 0.5) / 2000)
 
     def learned(**options):
-        est = HistoryEstimator(prior=EmpiricalCurve(CURVE_GRID, 0.1 * finished),
-                               prior_finished=EmpiricalCurve(CURVE_GRID, finished),
-                               pace_sigma=0.0, **options)
-        for i, length in enumerate(lengths):
-            done = bool(length <= 2048)
-            est.observe(CallObservation(f"c{i}", "k", "m", 2048, int(min(length, 2048)), done,
-                                        correct=done and i % 5 != 0))
-        return np.interp(8192.0, CURVE_GRID, est.group("m", "k").values)
+        return np.interp(8192.0, CURVE_GRID, _capped_at_2048(lengths, **options))
 
     # Per token, the tail is the runs' own: 0.8 * (1 - exp(-8192 / 2000)) = 0.787 within 8,192
     # tokens. Per octave, each octave past 2,048 keeps the 1,024-2,048 octave's survival,
