@@ -464,7 +464,7 @@ def _paced(parent: GroupCurve, counts: GroupCounts, sigma: float,
 
 def _own_tail(counts: GroupCounts, h_correct: NDArray[np.float64],
               h_finish: NDArray[np.float64], weight: float, tail_calls: float,
-              scale: str = "log-tokens") -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+              scale: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The parent's hazards past a group's watched range, blended with the group's own.
 
     ``top`` is the last token count at which :data:`TAIL_MIN_WATCHED` of the group's calls were
@@ -501,9 +501,8 @@ def _own_tail(counts: GroupCounts, h_correct: NDArray[np.float64],
 
 
 def _posterior(counts: GroupCounts | None, parent: GroupCurve, weight: float,
-               pace_sigma: float, rng: np.random.Generator | None = None,
-               own_tail_calls: float | None = None,
-               own_tail_scale: str = "log-tokens") -> GroupCurve:
+               pace_sigma: float, rng: np.random.Generator | None,
+               own_tail_calls: float | None, own_tail_scale: str) -> GroupCurve:
     """The group's curve: its hazards, each shrunk toward its paced parent's by ``weight``
     calls.
 

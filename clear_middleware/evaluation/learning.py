@@ -12,7 +12,7 @@ saw everything): the gap between the two is what censoring by its own caps costs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,21 +41,21 @@ class LearningResult:
 def censored_learning(
     model: str, budget_per_item: int, *, windows: int = 40, measure_from: int = 28,
     window_size: int = 40, seed: int = 0, observe: Literal["censored", "full"] = "censored",
-    exploration: Literal["thompson", "pace", "none"] = "none", prior_weight: float = 3.0,
-    mix: str = "balanced", pace_sigma: float = 0.7, own_tail_calls: float | None = 30.0,
-    own_tail_scale: Literal["log-tokens", "tokens"] = "tokens",
+    mix: str = "balanced", **estimator_options: Any,
 ) -> LearningResult:
-    """Learned CLEAR against true-kind CLEAR on one stream (see the module docstring)."""
+    """Learned CLEAR against true-kind CLEAR on one stream (see the module docstring).
+
+    ``estimator_options`` go to the :class:`HistoryEstimator` (its defaults otherwise), e.g.
+    ``exploration``, ``prior_weight``, ``pace_sigma``, ``own_tail_calls``, ``own_tail_scale``.
+    """
     pool = item_pool(model)
     runs = item_rollouts(load_sweep(), model)
     weights = sampling_weights(pool, mix)
     kinds = kind_truth(pool, weights)
     max_cap = int(pool.truth.grid[-1])
-    estimator = HistoryEstimator(prior=population_prior([model]), exploration=exploration,
+    estimator = HistoryEstimator(prior=population_prior([model]),
                                  prior_finished=population_finished([model]),
-                                 prior_weight=prior_weight, pace_sigma=pace_sigma,
-                                 own_tail_calls=own_tail_calls,
-                                 own_tail_scale=own_tail_scale, seed=seed)
+                                 seed=seed, **estimator_options)
     rng = np.random.default_rng(seed)
     learned, true_kind = [], []
     calls = 0
