@@ -101,9 +101,19 @@ def test_censored_learning_compares_variants_on_the_same_stream():
     from clear_middleware.evaluation.learning import censored_learning
 
     options = dict(windows=3, measure_from=1, window_size=6, seed=4)
-    cut = censored_learning("qwen3-1.7b", 1024, **options)
-    whole = censored_learning("qwen3-1.7b", 1024, observe="full", **options)
+    cut = censored_learning("qwen3-1.7b", 2048, **options)
+    whole = censored_learning("qwen3-1.7b", 2048, observe="full", **options)
     # The reference sees the same windows whatever the estimator saw; reruns repeat exactly.
     assert cut.true_kind == whole.true_kind > 0
-    assert censored_learning("qwen3-1.7b", 1024, **options) == cut
+    assert cut.uniform == whole.uniform > 0
+    assert censored_learning("qwen3-1.7b", 2048, **options) == cut
     assert 0 <= cut.learned <= 1 and 0 <= whole.learned <= 1
+
+
+def test_learning_result_gains_are_points_over_uniform():
+    from clear_middleware.evaluation.learning import LearningResult
+
+    result = LearningResult(learned=0.45, true_kind=0.5, uniform=0.4)
+    assert result.ratio == pytest.approx(0.9)
+    assert result.learned_gain == pytest.approx(5.0)
+    assert result.true_kind_gain == pytest.approx(10.0)
