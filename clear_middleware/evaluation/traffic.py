@@ -303,8 +303,10 @@ async def arun_stream(
             max_output_tokens=max_cap, granularity=16, max_concurrency=len(subtasks),
             api_base=sim.base_url, api_key="sim",
         )
-        # Prompts are about 40 tokens; the budget adds them so that ``budget_per_item`` is
-        # the output budget, comparable with the offline frontier.
+        # The budget adds 40 tokens a subtask for its prompt, which a fresh session reserves
+        # at 83 (48 tokens, 55 with the chat overhead, plus the session's prompt margin):
+        # uniform output caps fall about 45 tokens short of ``budget_per_item``. Every
+        # variant has the same budget.
         results = await session.arun(subtasks)
         correct = 0
         for res, i in zip(results, window.items, strict=True):
