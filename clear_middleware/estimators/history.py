@@ -60,12 +60,13 @@ streams (80% AIME) CLEAR on the parent's tail alone funds MATH-500 calls at abou
 where the true kind curves fund them at 7,000, because past 5,000 tokens the learned curve
 flattens while the true one still gains 3.5 points per 1,000 tokens (openrs1): the calls are
 never watched there, so the flat tail is never corrected. Held per token, the tail keeps that
-gain. Measured end to end (``docs/benchmarks.md``, closer looks, 8 streams each; expected
-accuracy as a share of CLEAR's on the true kind curves), against the parent's tail alone and
-the per-octave own tail on the same streams: openrs1 hard-heavy 0.949 against 0.941 and 0.932;
-openrs3 hard-heavy 0.959 against 0.947 and 0.928; openrs1 balanced at 2,048 tokens per item
-0.989 against 0.971 and 0.983. On the cold-start table every cell is at 0.963 or above
-(openrs1 at 4,096 tokens per item: 0.977, 0.936 on the parent's tail in the run before).
+gain. Measured end to end (``docs/benchmarks.md``, closer looks; expected accuracy as a
+share of CLEAR's on the true kind curves), against the parent's tail alone and the per-octave
+own tail on the same streams: openrs1 hard-heavy 0.949 against 0.936 and 0.932, and openrs3
+hard-heavy 0.956 against 0.939 and 0.942 (16 streams each); openrs1 balanced at 2,048 tokens
+per item 0.989 against 0.971 and 0.983 (8 streams). On the cold-start table every cell is
+at 0.963 or above (openrs1 at 4,096 tokens per item: 0.977, 0.936 on the parent's tail in the
+run before).
 Offline (``benchmarks/learning_censoring.py``, 4 streams) it is about level with the parent's
 tail: 0.970 at worst against 0.973, though lower on some cells where both beat the true kind
 curves (qwen3 at 1,024 tokens per item: 1.013 against 1.074). The benchmark tables carry the
