@@ -69,7 +69,7 @@ def main() -> None:
     rows = [[m, b, *(f"{mean(m, b, v):.3f}" for v in VARIANTS), *versus_uniform(m, b)]
             for m in models for b in BUDGETS]
     mix_rows = [[m, mix, *(f"{mean(m, 2048, v, mix):.3f}" for v in MIX_VARIANTS),
-                 " / ".join(f"{results[m, 2048, MIX_VARIANTS[0], s, mix].ratio:.2f}"
+                 " / ".join(f"{results[m, 2048, DEFAULT, s, mix].ratio:.2f}"
                             for s in range(args.seeds)), *versus_uniform(m, 2048, mix)]
                 for m in models for mix in MIXES]
     for row in rows + mix_rows:

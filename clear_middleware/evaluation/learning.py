@@ -91,9 +91,10 @@ def censored_learning(
             calls += 1
         if window >= measure_from:
             truth = pool.truth.take(items)
-            kind_caps = allocate(kinds.take(items), budget, max_tokens=max_cap,
+            window_kinds = kinds.take(items)
+            kind_caps = allocate(window_kinds, budget, max_tokens=max_cap,
                                  granularity=16).tokens
-            uniform_caps = allocate(kinds.take(items), budget, policy="uniform",
+            uniform_caps = allocate(window_kinds, budget, policy="uniform",
                                     max_tokens=max_cap, granularity=16).tokens
             for scores, policy_caps in ((learned, caps), (true_kind, kind_caps),
                                         (uniform, uniform_caps)):

@@ -252,15 +252,12 @@ def test_own_tail_continues_a_group_at_its_own_rate_past_its_caps():
     # by 2b) and 4 in 5 are right. 2,000 calls, all capped at 2,048 tokens, at the quantiles.
     lengths = 256.0 / (1.0 - (np.arange(2000) + 0.5) / 2000)
 
-    def learned(**options):
-        return _capped_at_2048(lengths, **options)
-
     # Within 2,048 tokens: 0.8 * (1 - 256 / 2048) = 0.700 right. Past it, at the kind's own
     # rate per octave: 0.8 * (1 - 256 / 8192) = 0.775 within 8,192 tokens. At the parent's
     # hazards alone the 0.125 still going finish within about 2,000 tokens, 1 in 10 right:
     # 0.7125.
-    own = learned(own_tail_calls=30.0, own_tail_scale="log-tokens")
-    parents = learned(own_tail_calls=None)
+    own = _capped_at_2048(lengths, own_tail_calls=30.0, own_tail_scale="log-tokens")
+    parents = _capped_at_2048(lengths, own_tail_calls=None)
     assert np.interp(2048.0, CURVE_GRID, own) == pytest.approx(0.700, abs=0.01)
     assert np.interp(8192.0, CURVE_GRID, parents) == pytest.approx(0.7125, abs=0.005)
     # The kind's own hazards weigh n / (n + 30) = 0.943, with n = 500 calls watched at 1,024
